@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "membrane_gcm",
+      "sources": ["proxies/core/native/gcm.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
