@@ -57,8 +57,11 @@ export async function run(argv: string[]): Promise<number> {
     return await cmd.main(rest);
   } catch (e) {
     // Typed errors already say what and where; anything else is a bug, so show the stack.
-    if (isMembraneError(e)) console.error(`membrane ${name}: ${e.message} [${e.code}]`);
-    else console.error(`membrane ${name}: unexpected error`, e);
+    if (isMembraneError(e)) {
+      console.error(`membrane ${name}: ${e.message} [${e.code}]`);
+      return e.code === 'USAGE' ? 2 : 1;
+    }
+    console.error(`membrane ${name}: unexpected error`, e);
     return 1;
   }
 }

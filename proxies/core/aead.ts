@@ -63,6 +63,12 @@ export function createAead(key: Uint8Array): Aead {
   return native ? nativeAead(native, key) : nodeCryptoAead(Buffer.from(key));
 }
 
+/** Tests only: both backends side by side, whatever the environment selects. */
+export function createAeadWith(backend: 'openssl-native' | 'node-crypto', key: Uint8Array): Aead | undefined {
+  if (backend === 'node-crypto') return nodeCryptoAead(Buffer.from(key));
+  return native ? nativeAead(native, key) : undefined;
+}
+
 function nativeAead(n: NativeGcm, key: Uint8Array): Aead {
   let ctx: object | undefined = n.create(key);
   const live = () => {

@@ -96,6 +96,20 @@ export class FrameCipher {
     }
     const contentLength = final ? frame.readUInt32BE(off + 4 + IV_LENGTH) : this.frameLength;
     const expected = FrameCipher.frameSize(final, contentLength);
+    if (final && contentLength <= this.frameLength && frame.length !== expected) {
+      // The stored length is authenticated (AAD) and says where the message ends.
+      throw frame.length > expected
+        ? formatError(
+            FormatErrorCode.TRAILING_DATA,
+            `${frame.length - expected} bytes follow the final frame`,
+            where,
+          )
+        : formatError(
+            FormatErrorCode.TRUNCATED,
+            `final frame is cut short by ${expected - frame.length} bytes`,
+            where,
+          );
+    }
     if (frame.length !== expected || contentLength !== out.length) {
       throw fail(
         `has length ${frame.length}, its position requires ${FrameCipher.frameSize(final, out.length)}`,

@@ -125,10 +125,14 @@ export class ParallelDecryptor {
         key: copyOf(secrets.key),
         messageId: copyOf(reader.messageIdBytes),
       };
+      const worker = this.workers[k]!;
+      // Idle workers are unref'd so an unclosed decryptor never keeps a process alive;
+      // a worker with a job in flight must keep the event loop running.
+      worker.ref();
       return new Promise<void>((resolve, reject) => {
         this.pending.set(id, { resolve, reject });
-        this.workers[k]!.postMessage(job, [job.key, job.messageId]);
-      });
+        worker.postMessage(job, [job.key, job.messageId]);
+      }).finally(() => worker.unref());
     });
     let failure: unknown;
     try {
