@@ -4,6 +4,11 @@
       "target_name": "membrane_gcm",
       "sources": ["proxies/core/native/gcm.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "membrane_snp",
+      "sources": ["skr-client/native/snp.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }
