@@ -5,6 +5,7 @@
  * fails — without a single extra byte of metadata outside the message.
  */
 import { MembraneError } from '../../policy/errors.js';
+import { normalizeObjectPath } from '../../policy/object-path.js';
 import type { EncryptionContext } from './encryption-context.js';
 import { FormatErrorCode, formatError } from './errors.js';
 
@@ -19,16 +20,7 @@ export interface ObjectBinding {
   readonly path: string;
 }
 
-export function normalizeObjectPath(path: string): string {
-  const parts = path.split(/[\\/]+/).filter((p) => p !== '' && p !== '.');
-  if (parts.length === 0 || parts.some((p) => p === '..')) {
-    throw new MembraneError(
-      'PATH_INVALID',
-      `object path '${path}' must be relative and stay inside its datasource`,
-    );
-  }
-  return parts.join('/');
-}
+export { normalizeObjectPath };
 
 /** Encryption context for an object: the binding plus optional caller entries. */
 export function contextFor(binding: ObjectBinding, extra: Record<string, string> = {}): EncryptionContext {

@@ -74,7 +74,7 @@ export async function* decryptIterable(
       }
       const outs: Buffer[] = [];
       for (;;) {
-        const next = nextFrame(q, reader.frameLength);
+        const next = nextFrame(q, reader.frameLength, where);
         if (!next) break;
         if (index >= MAX_FRAMES) throw formatError(FormatErrorCode.MALFORMED, 'too many frames', where);
         const out = Buffer.allocUnsafe(next.contentLength);
@@ -112,6 +112,7 @@ export async function* decryptIterable(
 function nextFrame(
   q: ByteQueue,
   frameLength: number,
+  where: string,
 ): { size: number; contentLength: number; final: boolean } | undefined {
   if (q.length < 4) return undefined;
   if (q.peek(4).readUInt32BE(0) !== FINAL_FRAME_MARKER) {
@@ -125,6 +126,7 @@ function nextFrame(
     throw formatError(
       FormatErrorCode.FRAME_AUTH,
       `final frame claims ${contentLength} bytes, more than the frame length ${frameLength}`,
+      where,
     );
   }
   const size = FINAL_FRAME_OVERHEAD + contentLength;
