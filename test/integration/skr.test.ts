@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint } from 'jose';
 import { isMembraneError } from '../../policy/errors.js';
+import { dekKeyring, openBuffer } from '../../proxies/core/index.js';
 import { getSecret, releaseKey, staticToken, unwrapDekWithKek } from '../../skr-client/akv/index.js';
 import { type RunningEmulators, startEmulators } from '../../skr-client/emulators/index.js';
 import { selectProvider } from '../../skr-client/evidence/index.js';
@@ -184,6 +185,63 @@ test('release of the RSA KEK, then unwrap of the wrapped-DEK secret with it', as
     ca: emu.caPem,
   });
   assert.deepEqual(unwrapDekWithKek(secret.value, released.key), dek);
+});
+
+test('end to end: the DEK released and unwrapped inside the clean room opens an object made by membrane protect', async () => {
+  // Publisher side: protect a dataset with the DEK it keeps wrapped in the vault.
+  const work = mkdtempSync(join(tmpdir(), 'membrane-skr-e2e-'));
+  try {
+    writeFileSync(join(work, 'dek.key'), dek, { mode: 0o600 });
+    const plain = join(work, 'in');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(plain);
+    const csv = Buffer.from('id,amount\n1,100\n2,250\n'.repeat(5000));
+    writeFileSync(join(plain, 'ledger.csv'), csv);
+    await run(process.execPath, [
+      join(repoRoot, 'bin', 'membrane.mjs'),
+      'protect',
+      '--in',
+      plain,
+      '--out',
+      join(work, 'store'),
+      '--datasource',
+      'ledger',
+      '--dek',
+      join(work, 'dek.key'),
+    ]);
+    // Clean-room side: attest, release the KEK, unwrap the wrapped-DEK secret, open the object.
+    const { runtime, token } = await attest(virtualPolicy);
+    const released = await releaseKey({
+      kid: `${emu.kvUrl}/keys/dataset-kek`,
+      maaToken: token,
+      runtime,
+      credential: staticToken(emu.accessToken),
+      ca: emu.caPem,
+    });
+    const secret = await getSecret({
+      vault: emu.kvUrl,
+      name: 'wrapped-dek',
+      credential: staticToken(emu.accessToken),
+      ca: emu.caPem,
+    });
+    const unwrapped = unwrapDekWithKek(secret.value, released.key);
+    const object = readFileSync(join(work, 'store', 'ledger.csv'));
+    const opened = await openBuffer(object, {
+      keyring: dekKeyring(unwrapped),
+      expect: { datasource: 'ledger', path: 'ledger.csv' },
+    });
+    assert.ok(opened.equals(csv));
+    // The same object under another name is refused: the binding travels with the key release.
+    await assert.rejects(
+      openBuffer(object, {
+        keyring: dekKeyring(unwrapped),
+        expect: { datasource: 'ledger', path: 'other.csv' },
+      }),
+      { code: 'FORMAT_CONTEXT_MISMATCH' },
+    );
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 });
 
 test('a token whose host_data does not satisfy the policy is refused, naming the claim', async () => {
