@@ -37,6 +37,8 @@ export interface BlobStore {
   read(path: string, start: number, end: number, opts?: { ifMatch?: string }): Promise<Buffer>;
   put(path: string, source: AsyncIterable<Uint8Array> | Uint8Array, opts?: PutOptions): Promise<BlobInfo>;
   delete(path: string, opts?: { ifMatch?: string }): Promise<void>;
+  /** Releases connections (optional: stores without pooled resources omit it). */
+  close?(): Promise<void>;
 }
 
 /** Error codes (MembraneError.code) stores throw. */
@@ -46,4 +48,6 @@ export const StoreErrorCode = {
   AUTH: 'STORE_AUTH',
   IO: 'STORE_IO',
   INVALID_PATH: 'STORE_INVALID_PATH',
+  /** The store configuration itself is wrong (URL, container, SAS placed in the URL, ...). */
+  CONFIG: 'STORE_CONFIG',
 } as const;
