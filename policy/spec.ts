@@ -108,7 +108,7 @@ const hex64 = z
   .string()
   .regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 digest: 64 lower-case hexadecimal characters');
 
-/** Object-name patterns for open-mode egress: relative, no "..", "*" / "**" / "?" wildcards. */
+/** Object-name patterns for open-mode egress: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
 const globPattern = z.string().superRefine((g, ctx) => {
   if (
     g.length === 0 ||
@@ -241,7 +241,8 @@ const DekSource = z.discriminatedUnion('kind', [
         .string()
         .regex(/^[0-9A-Za-z]+$/, 'expected an alphanumeric Key Vault secret version')
         .optional(),
-      identity: nameField.optional(),
+      /** Whose token reads the secret (Key Vault always needs one). */
+      identity: nameField,
     })
     .strict(),
   z.object({ kind: z.literal('wrapped-file'), path: pathField }).strict(),
@@ -263,6 +264,15 @@ const Dek = z
         code: 'custom',
         path: ['wrappedBy'],
         message: 'expected the name of the KEK that wraps this DEK (source kind "wrapped-file")',
+      });
+    // A raw DEK in a Key Vault secret would reach any identity allowed to read secrets,
+    // with no attestation: only wrapped DEKs are accepted from a vault (as Azure stores them).
+    if (d.source.kind === 'akv-secret' && d.wrappedBy === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['wrappedBy'],
+        message:
+          'expected the name of the KEK that wraps this DEK (a Key Vault secret must hold a wrapped DEK, which only an attested clean room can unwrap)',
       });
   });
 
@@ -440,7 +450,7 @@ const Governance = z
     audit: z
       .object({
         url: httpUrl,
-        /** `id` query parameter of PUT /events (the event stream); default: the spec's name, else "membrane". */
+        /** `id` query parameter of PUT /events (the event stream); default chosen by the runtime (the spec's name). */
         id: z
           .string()
           .regex(/^[A-Za-z0-9._-]{1,128}$/, 'expected 1-128 letters, digits, ".", "_" or "-"')
@@ -721,7 +731,7 @@ export function fmtPath(path: ReadonlyArray<PropertyKey>): string {
   let out = '';
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;
-    else if (typeof seg === 'string' && /^[A-Za-z_$][\w$-]*$/.test(seg)) out += out ? `.${seg}` : seg;
+    else if (typeof seg === 'string' && /^[A-Za-z_$][\w$]*$/.test(seg)) out += out ? `.${seg}` : seg;
     else out += `[${JSON.stringify(String(seg))}]`;
   }
   return out || '(root)';
@@ -748,7 +758,9 @@ function describe(v: unknown, path: ReadonlyArray<PropertyKey>): string {
   if (v === null) return 'null';
   if (typeof v === 'string') {
     if (isSecretPath(path)) return 'a string (value not shown)';
-    const s = JSON.stringify(v);
+    // A URL's query may carry a SAS signature: show only what precedes it.
+    const q = /^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v.indexOf('?') : -1;
+    const s = q >= 0 ? `${JSON.stringify(v.slice(0, q))} with a query (not shown)` : JSON.stringify(v);
     return s.length > 70 ? `${s.slice(0, 66)}..."` : s;
   }
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);
@@ -891,7 +903,7 @@ function issueText(issue: z.ZodIssue, raw: unknown): RawIssue[] {
  */
 export function validateSpec(text: string, _fileName?: string): SpecValidation {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, merge: false, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, merge: false, prettyErrors: true });
   if (doc.errors.length > 0) {
     return {
       ok: false,
@@ -899,7 +911,7 @@ export function validateSpec(text: string, _fileName?: string): SpecValidation {
         const pos = e.linePos?.[0];
         return {
           path: '(document)',
-          message: `expected valid YAML or JSON: ${e.message.split('\n')[0]}`,
+          message: `expected valid YAML or JSON: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`,
           ...(pos ? { line: pos.line } : {}),
         };
       }),
@@ -930,12 +942,15 @@ export function validateSpec(text: string, _fileName?: string): SpecValidation {
   // (When the other problems are only refinements, zod ran them already: skip duplicates.)
   for (const i of crossCheck(raw)) {
     const dup = rawIssues.some((r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message));
-    if (!dup) rawIssues.push({ path: i.path, message: `${i.message}, got ${describe(at(raw, i.path), i.path)}` });
+    if (!dup)
+      rawIssues.push({ path: i.path, message: `${i.message}, got ${describe(at(raw, i.path), i.path)}` });
   }
   const issues = rawIssues.map((i) => {
     const line = lineOf(i.path);
     return { path: fmtPath(i.path), message: i.message, ...(line !== undefined ? { line } : {}) };
   });
+  // Source order reads best; Array.prototype.sort is stable for equal lines.
+  issues.sort((a, b) => (a.line ?? Number.MAX_SAFE_INTEGER) - (b.line ?? Number.MAX_SAFE_INTEGER));
   return { ok: false, issues };
 }
 
