@@ -136,7 +136,7 @@ export class ObjectReader {
     const span = layout.span(start, end);
     if (!span) return Buffer.alloc(0);
     const ct = await fetch(span.ctStart, span.ctEnd);
-    const plain = Buffer.allocUnsafe(plainLength(layout, span));
+    const plain = Buffer.allocUnsafeSlow(plainLength(layout, span)); // unpooled, see decrypt-stream.ts
     this.decryptSpan(layout, span, ct, plain);
     const from = start - layout.plaintextOffset(span.first);
     return plain.subarray(from, from + Math.min(end, layout.plaintextSize) - start);

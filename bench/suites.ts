@@ -1,0 +1,18 @@
+/**
+ * The bench suites `membrane bench <suite>` knows. Each entry loads its module
+ * lazily, so `membrane bench aead` never pays for what `volume` needs. To add a
+ * suite: write bench/<name>.ts exporting `suite: BenchSuite`, and add a row here.
+ */
+import type { BenchSuite } from './types.js';
+
+export interface SuiteEntry {
+  summary: string;
+  load(): Promise<BenchSuite>;
+}
+
+export const SUITES: Readonly<Record<string, SuiteEntry>> = {
+  aead: {
+    summary: 'AES-256-GCM object format: hot core vs @aws-crypto/client-node, node:crypto, openssl',
+    load: async () => (await import('./aead.js')).suite,
+  },
+};
