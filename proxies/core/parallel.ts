@@ -102,7 +102,7 @@ export class ParallelDecryptor {
     const parts = Math.min(this.threads, frames);
     const per = Math.ceil(frames / parts);
     const runs: FrameRun[] = [];
-    for (let k = 0, f = span.first; f <= span.last; k++, f += per) {
+    for (let f = span.first; f <= span.last; f += per) {
       const count = Math.min(per, span.last - f + 1);
       runs.push({
         first: f,
