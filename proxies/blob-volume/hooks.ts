@@ -1,0 +1,64 @@
+/**
+ * The two observation hooks a volume reports through. Declared here with the
+ * same shapes as runtime/audit.ts and runtime/telemetry.ts, so the runtime's
+ * classes fit structurally while proxies/ never imports runtime/ (layering).
+ */
+
+export interface AuditEvent {
+  type: string;
+  subject?: string;
+  details?: Record<string, unknown>;
+}
+
+/** Synchronous enqueue; must never throw (we guard anyway: auditing must not break I/O). */
+export interface AuditSink {
+  emit(e: AuditEvent): void;
+}
+
+export interface VolumeMetrics {
+  bytesDecrypted(n: number): void;
+  framesDecrypted(n: number): void;
+  cacheHit(): void;
+  cacheMiss(): void;
+  authFailure(): void;
+  storeRequest(ms: number): void;
+  bytesEncrypted(n: number): void;
+}
+
+export const noopMetrics: VolumeMetrics = {
+  bytesDecrypted() {},
+  framesDecrypted() {},
+  cacheHit() {},
+  cacheMiss() {},
+  authFailure() {},
+  storeRequest() {},
+  bytesEncrypted() {},
+};
+
+export const noopAudit: AuditSink = { emit() {} };
+
+/** Audit events the volume emits (documented in docs/blob-volume.md). */
+export const VolumeEvent = {
+  AUTH_FAILURE: 'object.auth_failure',
+  MANIFEST_MISMATCH: 'object.manifest_mismatch',
+  MISSING: 'object.missing',
+  CHANGED: 'object.changed',
+  EGRESS_DENIED: 'egress.denied',
+  COMMITTED: 'object.committed',
+  COMMIT_FAILED: 'object.commit_failed',
+  DELETED: 'object.deleted',
+} as const;
+
+/** An audit sink that tags every event with the volume and never lets the sink's failure escape. */
+export function volumeAudit(
+  sink: AuditSink,
+  volume: string,
+): (type: string, subject: string, details?: Record<string, unknown>) => void {
+  return (type, subject, details = {}) => {
+    try {
+      sink.emit({ type, subject, details: { volume, ...details } });
+    } catch {
+      // The contract says emit() never throws; if one does, I/O still must not fail because of it.
+    }
+  };
+}
