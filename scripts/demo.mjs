@@ -121,7 +121,7 @@ async function main() {
       4,
       'Publishers put KEKs in the vault with release policies bound to the clean room, and wrapped DEKs as secrets',
     );
-    const kv = vaultClient(emulators);
+    const kv = vaultClient(emulators, await readFile(emulators.caFile, 'utf8'));
     for (const org of ['a', 'b']) {
       await membrane(['keys', 'generate-kek', '--out', p(`kek-${org}`), '--bits', '3072'], { quiet: true });
       await kv.importKek(
@@ -255,8 +255,8 @@ function releasePolicy(maaUrl, hostData) {
 }
 
 /** The publisher's side of the Key Vault REST API (what `az keyvault key import` does). */
-function vaultClient(emu) {
-  const dispatcher = new Agent({ connect: { ca: emu.caPem ?? undefined } });
+function vaultClient(emu, caPem) {
+  const dispatcher = new Agent({ connect: { ca: caPem } });
   const call = async (method, path, body) => {
     const res = await request(`${emu.kvUrl}${path}?api-version=7.4`, {
       method,
