@@ -100,6 +100,75 @@ export class FsStore implements BlobStore {
     }
   }
 
+  /**
+   * A reader pinned to one object version: the ETag is checked once against the open
+   * descriptor, then reads are plain preads. Replacement by rename leaves this
+   * descriptor on the old inode, so the version read cannot change underneath.
+   */
+  async openVersion(
+    p: string,
+    etag: string,
+  ): Promise<{ read(start: number, end: number): Promise<Buffer>; close(): Promise<void> }> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.file(p), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new MembraneError(StoreErrorCode.NOT_FOUND, 'object not found', { where: p });
+      throw ioError(e, p);
+    }
+    const s = await fh.stat({ bigint: true });
+    if (etagOf(s.size, s.mtimeNs, s.ino) !== etag) {
+      await fh.close();
+      throw new MembraneError(StoreErrorCode.PRECONDITION, 'object changed since it was opened', {
+        where: p,
+      });
+    }
+    return {
+      read: async (start, end) => {
+        const len = Math.max(0, end - start);
+        const buf = Buffer.allocUnsafeSlow(len);
+        let got = 0;
+        while (got < len) {
+          const { bytesRead } = await fh.read(buf, got, len - got, start + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return got === len ? buf : buf.subarray(0, got);
+      },
+      close: () => fh.close(),
+    };
+  }
+
+  /**
+   * Removes temp files left by put()s interrupted by a crash. Datasinks are single
+   * writer (one clean room owns a sink), so every temp file found at mount time is
+   * an orphan. Returns how many were removed.
+   */
+  async sweep(): Promise<number> {
+    let removed = 0;
+    const walk = async (dir: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const d of entries) {
+        const full = join(dir, d.name);
+        if (d.isDirectory()) await walk(full);
+        else if (d.name.startsWith(TEMP_PREFIX)) {
+          await unlink(full).then(
+            () => removed++,
+            () => {},
+          );
+        }
+      }
+    };
+    await walk(this.root);
+    return removed;
+  }
+
   async put(
     p: string,
     source: AsyncIterable<Uint8Array> | Uint8Array,
