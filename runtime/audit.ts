@@ -21,16 +21,10 @@ import { dirname } from 'node:path';
 import canonicalizeImport from 'canonicalize';
 import { MembraneError } from '../policy/errors.js';
 
-export interface AuditEvent {
-  type: string;
-  subject?: string;
-  details?: Record<string, unknown>;
-}
+// The event and sink shapes are the volume's (proxies may not import runtime; runtime may import proxies).
+import type { AuditEvent, AuditSink } from '../proxies/blob-volume/hooks.js';
 
-/** What volumes and other components emit into; structurally satisfied by AuditLog. */
-export interface AuditSink {
-  emit(e: AuditEvent): void;
-}
+export type { AuditEvent, AuditSink };
 
 export interface AuditRecord {
   seq: number;

@@ -23,15 +23,10 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Attributes, context, type Span, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type { TelemetrySpec } from '../policy/spec.js';
 
-export interface VolumeMetrics {
-  bytesDecrypted(n: number): void;
-  framesDecrypted(n: number): void;
-  cacheHit(): void;
-  cacheMiss(): void;
-  authFailure(): void;
-  storeRequest(ms: number): void;
-  bytesEncrypted(n: number): void;
-}
+// The metrics hook is declared by the volume, which reports through it.
+import type { VolumeMetrics } from '../proxies/blob-volume/hooks.js';
+
+export type { VolumeMetrics };
 
 const nothing = () => {};
 export const noopMetrics: VolumeMetrics = Object.freeze({

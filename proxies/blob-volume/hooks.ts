@@ -1,7 +1,7 @@
 /**
- * The two observation hooks a volume reports through. Declared here with the
- * same shapes as runtime/audit.ts and runtime/telemetry.ts, so the runtime's
- * classes fit structurally while proxies/ never imports runtime/ (layering).
+ * The two observation hooks a volume reports through. Declared here, where they
+ * are used; runtime/audit.ts and runtime/telemetry.ts implement them (runtime may
+ * import proxies, never the reverse).
  */
 
 export interface AuditEvent {
