@@ -59,7 +59,10 @@ if (!gyp) {
   console.warn('membrane: node-gyp not found; native addons not built (pure-JS fallback in use)');
   process.exit(0);
 }
-const nodedir = existsSync('/usr/include/node/node_api.h') ? ['--nodedir=/usr'] : [];
+// Headers of the running Node (its OpenSSL included), found beside its binary: /usr here,
+// /usr/local in the official images. Without them node-gyp would try to download them.
+const prefix = resolve(dirname(process.execPath), '..');
+const nodedir = existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? [`--nodedir=${prefix}`] : [];
 const r = spawnSync(process.execPath, [gyp, 'rebuild', ...nodedir], {
   cwd: root,
   stdio: ['ignore', 'pipe', 'pipe'],
