@@ -42,6 +42,16 @@ export function formatTable(cases: readonly BenchCase[]): string {
     cols.push({ title: 'CPU x openssl', get: (c) => ratio(c.cpuRatioToOpenssl), right: true });
   if (cases.some((c) => c.ratioToSdk !== undefined))
     cols.push({ title: 'x SDK', get: (c) => ratio(c.ratioToSdk), right: true });
+  if (cases.some((c) => c.iops !== undefined))
+    cols.push({
+      title: 'IOPS',
+      get: (c) => (c.iops === undefined ? '-' : Math.round(c.iops).toString()),
+      right: true,
+    });
+  if (cases.some((c) => c.ratioToGocryptfs !== undefined))
+    cols.push({ title: 'x gocryptfs', get: (c) => ratio(c.ratioToGocryptfs), right: true });
+  if (cases.some((c) => c.ratioToPassthrough !== undefined))
+    cols.push({ title: 'x passthrough', get: (c) => ratio(c.ratioToPassthrough), right: true });
   if (cases.some((c) => c.peakRssBytes !== undefined))
     cols.push({
       title: 'peak RSS',

@@ -15,4 +15,8 @@ export const SUITES: Readonly<Record<string, SuiteEntry>> = {
     summary: 'AES-256-GCM object format: hot core vs @aws-crypto/client-node, node:crypto, openssl',
     load: async () => (await import('./aead.js')).suite,
   },
+  volume: {
+    summary: 'FUSE blob volume: sequential/random reads and writes vs the no-crypto ceiling and gocryptfs',
+    load: async () => (await import('./volume.js')).suite,
+  },
 };

@@ -30,6 +30,12 @@ export interface BenchCase {
   ratioToSdk?: number;
   /** Peak resident set size of the process that ran the case (RSS checks only). */
   peakRssBytes?: number;
+  /** Completed I/O requests per second (volume: random reads). */
+  iops?: number;
+  /** Volume suite: ratio to gocryptfs's same operation (IOPS for random reads, else bytes/s). */
+  ratioToGocryptfs?: number;
+  /** Volume suite: ratio to the same FUSE code without crypto (the Node FUSE ceiling). */
+  ratioToPassthrough?: number;
   /** Bytes processed per repetition. */
   inputBytes?: number;
   /** Repetitions behind the median (warm-up excluded). */

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the product and its tests use:
 #  libfuse2 fuse      - kernel FUSE mounts through fuse-native
 #  fio sqlite3 curl   - real clients run against the mounts and proxies in tests
-#  postgresql         - the SQL gate's real upstream in tests
 #  python3            - a real reader of mounted CSVs in tests
-APT_PACKAGES=(libfuse2 fuse fio sqlite3 curl postgresql python3)
+#  gocryptfs          - the reference `membrane bench volume` compares the blob volume with
+APT_PACKAGES=(libfuse2 fuse fio sqlite3 curl python3 gocryptfs)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -13,7 +13,7 @@ import type { BenchReport } from '../../bench/types.js';
 import { MembraneError } from '../../policy/errors.js';
 import { type Options, parse } from './_args.js';
 
-export const summary = 'measure throughput: the hot core against the SDK, node:crypto and openssl';
+export const summary = 'measure side by side with peers: aead (the hot core) or volume (the FUSE blob volume)';
 
 const common: Options = {
   json: { type: 'string' },
