@@ -83,11 +83,17 @@ export class SourceReader {
     return end - pos;
   }
 
-  /** Copies the part of cached frame i inside [pos, end) into buf; false on a miss. */
+  /** Copies the part of cached frame i inside [pos, end) into buf; false on a miss. Counts a cache hit. */
   private copyCached(obj: SourceObject, i: number, buf: Uint8Array, pos: number, end: number): boolean {
+    if (!this.copyFromCache(obj, i, buf, pos, end)) return false;
+    this.metrics.cacheHit();
+    return true;
+  }
+
+  /** The copy alone: also used right after a miss was decoded into the cache, which is no hit. */
+  private copyFromCache(obj: SourceObject, i: number, buf: Uint8Array, pos: number, end: number): boolean {
     const frame = this.cache.get(FrameCache.key(obj.id, i));
     if (!frame) return false;
-    this.metrics.cacheHit();
     const F = obj.codec.frameLength;
     const from = Math.max(pos, i * F);
     const to = Math.min(end, i * F + frame.length);
@@ -129,7 +135,7 @@ export class SourceReader {
           continue;
         }
         this.decodeToCache(obj, i, ct, base);
-        this.copyCached(obj, i, buf, pos, end);
+        this.copyFromCache(obj, i, buf, pos, end);
       }
     } catch (e) {
       throw this.failed(obj, e);
