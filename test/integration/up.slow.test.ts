@@ -1,0 +1,304 @@
+/**
+ * `membrane up` end to end against the local emulators, with real FUSE mounts:
+ * the happy path (readiness, the app reads plaintext and writes a sealed output,
+ * its exit code is ours), fail-closed starts (nothing mounted, one clear message,
+ * audited), and shutdown on SIGTERM.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createHash, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { dekKeyring, openBuffer, rsaKeyring, sealBuffer } from '../../proxies/core/index.js';
+import { type RunningEmulators, startEmulators } from '../../skr-client/emulators/index.js';
+import { http } from '../../skr-client/http.js';
+
+const run = promisify(execFile);
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const bin = join(repoRoot, 'bin', 'membrane.mjs');
+
+let emu: RunningEmulators;
+let work: string;
+const policy = Buffer.from('package policy\n# up.slow.test clean room\n');
+const hostData = createHash('sha256').update(policy).digest('hex');
+const dek = randomBytes(32);
+const kek = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const consumer = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const csv = Buffer.from('id,amount\n1,10\n2,20\n3,30\n');
+
+async function kv(method: 'PUT', path: string, body: unknown) {
+  return http('test key vault', `${emu.kvUrl}${path}?api-version=7.4`, {
+    method,
+    headers: { authorization: `Bearer ${emu.accessToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ca: emu.caPem,
+    retries: 0,
+  });
+}
+
+function releasePolicy(requiredHostData: string) {
+  const p = {
+    version: '1.0.0',
+    anyOf: [
+      { authority: emu.maaUrl, allOf: [{ claim: 'x-ms-sevsnpvm-hostdata', equals: requiredHostData }] },
+    ],
+  };
+  return {
+    contentType: 'application/json; charset=utf-8',
+    data: Buffer.from(JSON.stringify(p)).toString('base64url'),
+  };
+}
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'membrane-up-'));
+  emu = await startEmulators({ dir: join(work, 'emu'), log: () => {} });
+  const jwk = createPrivateKey(kek.privateKey.export({ type: 'pkcs8', format: 'pem' })).export({
+    format: 'jwk',
+  });
+  for (const [name, required] of [
+    ['kek', hostData],
+    ['kek-other', 'f'.repeat(64)],
+  ] as const) {
+    await kv('PUT', `/keys/${name}`, {
+      key: { ...jwk, kty: 'RSA-HSM', key_ops: ['wrapKey', 'unwrapKey'] },
+      attributes: { exportable: true },
+      release_policy: releasePolicy(required),
+    });
+  }
+  const { publicEncrypt, constants } = await import('node:crypto');
+  const wrapped = publicEncrypt(
+    { key: kek.publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+    dek,
+  );
+  await kv('PUT', '/secrets/dek', { value: wrapped.toString('base64') });
+  await writeFile(join(work, 'policy.rego'), policy);
+  await writeFile(join(work, 'token'), emu.accessToken, { mode: 0o600 });
+  await writeFile(join(work, 'consumer.pub.pem'), consumer.publicKey.export({ type: 'spki', format: 'pem' }));
+  await mkdir(join(work, 'store', 'data'), { recursive: true });
+  await writeFile(
+    join(work, 'store', 'data', 'ledger.csv'),
+    await sealBuffer(csv, { keyring: dekKeyring(dek), binding: { datasource: 'data', path: 'ledger.csv' } }),
+  );
+});
+
+after(async () => {
+  await emu?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+function spec(name: string, kekName = 'kek'): string {
+  const w = (...p: string[]) => join(work, name, ...p);
+  return `version: 1
+name: ${name}
+attestation:
+  provider: virtual
+  allowInsecureVirtual: true
+  virtualPolicyFile: ${join(work, 'policy.rego')}
+  maa: { endpoint: ${emu.maaUrl} }
+  ca: ${emu.caFile}
+identities:
+  - { name: vault, kind: static-token, tokenFile: ${join(work, 'token')} }
+keys:
+  keks:
+    - { name: kek, broker: azure-akv, kid: ${emu.kvUrl}/keys/${kekName}, identity: vault }
+  deks:
+    - { name: dek, source: { kind: akv-secret, vault: ${emu.kvUrl}, secret: dek, identity: vault }, wrappedBy: kek }
+datasources:
+  - name: data
+    store: { type: fs, path: ${join(work, 'store', 'data')} }
+    protection: { mode: secure, key: dek }
+    mount: ${w('mnt', 'data')}
+datasinks:
+  - name: out
+    store: { type: fs, path: ${w('out-store')} }
+    protection: { mode: trusted, recipientPublicKey: ${join(work, 'consumer.pub.pem')} }
+    mount: ${w('mnt', 'out')}
+runtime:
+  statusDir: ${w('status')}
+  healthPort: 0
+  auditLog: ${w('audit.log')}
+`;
+}
+
+async function writeSpec(name: string, kekName?: string): Promise<string> {
+  await mkdir(join(work, name), { recursive: true });
+  const f = join(work, name, 'cleanroom.yaml');
+  await writeFile(f, spec(name, kekName));
+  return f;
+}
+
+async function auditTypes(name: string): Promise<string[]> {
+  const lines = (await readFile(join(work, name, 'audit.log'), 'utf8')).trim().split('\n');
+  return lines.map((l) => (JSON.parse(l) as { type: string }).type);
+}
+
+async function mountedUnder(dir: string): Promise<string[]> {
+  return (await readFile('/proc/mounts', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .filter((m) => m.startsWith(dir));
+}
+
+test('happy path: the app reads plaintext, writes a sealed result, and its exit code is ours', async () => {
+  const file = await writeSpec('happy');
+  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && test -f "${join(work, 'happy', 'status', 'data.volume.ready')}" && exit 7`;
+  const res = await run(process.execPath, [
+    bin,
+    'up',
+    '-f',
+    file,
+    '--',
+    'sh',
+    '-c',
+    app,
+    'app',
+    join(work, 'happy', 'mnt', 'data'),
+    join(work, 'happy', 'mnt', 'out'),
+  ]).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(res.code, 7, `exit code of the app is membrane's (${res.stderr})`);
+  // The output left only sealed to the consumer.
+  const stored = await readFile(join(work, 'happy', 'out-store', 'copy.csv'));
+  assert.notDeepEqual(stored.subarray(0, csv.length), csv);
+  const opened = await openBuffer(stored, {
+    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
+    expect: { datasource: 'out', path: 'copy.csv' },
+  });
+  assert.deepEqual(opened, csv);
+  const count = await openBuffer(await readFile(join(work, 'happy', 'out-store', 'count.txt')), {
+    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
+    expect: { datasource: 'out', path: 'count.txt' },
+  });
+  assert.equal(count.toString().trim(), '4');
+  // Torn down: nothing mounted, markers gone, the audit trail complete and intact.
+  assert.deepEqual(await mountedUnder(join(work, 'happy')), []);
+  assert.deepEqual(await readdir(join(work, 'happy', 'status')), []);
+  const types = await auditTypes('happy');
+  for (const t of [
+    'cleanroom.starting',
+    'keys.released',
+    'volume.mounted',
+    'cleanroom.ready',
+    'application.exited',
+    'volume.unmounted',
+    'cleanroom.stopped',
+  ]) {
+    assert.ok(types.includes(t), `audit has ${t}`);
+  }
+  await run(process.execPath, [bin, 'audit', 'verify', '--file', join(work, 'happy', 'audit.log')]);
+});
+
+test('fail closed: a release policy the clean room does not satisfy aborts the start, names the claim, mounts nothing', async () => {
+  const file = await writeSpec('denied', 'kek-other');
+  const res = await run(process.execPath, [bin, 'up', '-f', file, '--', 'true']).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(res.code, 1);
+  assert.match(res.stderr, /x-ms-sevsnpvm-hostdata/);
+  assert.deepEqual(await mountedUnder(join(work, 'denied')), []);
+  assert.ok(!existsSync(join(work, 'denied', 'status', 'data.volume.ready')));
+  const types = await auditTypes('denied');
+  assert.ok(types.includes('cleanroom.start_failed'));
+  assert.ok(!types.includes('cleanroom.ready'));
+});
+
+test('fail closed: an invalid spec is refused before anything happens, naming the field', async () => {
+  await mkdir(join(work, 'invalid'), { recursive: true });
+  const f = join(work, 'invalid', 'cleanroom.yaml');
+  await writeFile(f, spec('invalid').replace('mode: trusted', 'mode: trustd'));
+  const res = await run(process.execPath, [bin, 'up', '-f', f]).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(res.code, 1);
+  assert.match(res.stderr, /datasinks\[0\]\.protection\.mode/);
+  assert.ok(!existsSync(join(work, 'invalid', 'audit.log')), 'nothing started');
+});
+
+test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts and exits 0', async () => {
+  const file = await writeSpec('serve');
+  const child: ChildProcess = spawn(process.execPath, [bin, 'up', '-f', file], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const port = await new Promise<number>((resolvePort, reject) => {
+    const t = setInterval(() => {
+      const m = /GET http:\/\/127\.0\.0\.1:(\d+)\/ready/.exec(stderr);
+      if (m) {
+        clearInterval(t);
+        resolvePort(Number(m[1]));
+      }
+    }, 50);
+    child.on('exit', (c) => {
+      clearInterval(t);
+      reject(new Error(`membrane up exited ${c}: ${stderr}`));
+    });
+  });
+  const ready = await fetch(`http://127.0.0.1:${port}/ready`);
+  assert.equal(ready.status, 200);
+  assert.deepEqual(((await ready.json()) as { volumes: string[] }).volumes.sort(), ['data', 'out']);
+  // The app (here: a shell in another process) sees plaintext while the room runs.
+  const { stdout } = await run('cat', [join(work, 'serve', 'mnt', 'data', 'ledger.csv')]);
+  assert.equal(stdout, csv.toString());
+  await writeFile(join(work, 'serve', 'mnt', 'out', 'late.txt'), 'written while serving\n');
+  const code = await new Promise<number | null>((r) => {
+    child.removeAllListeners('exit');
+    child.on('exit', (c) => r(c));
+    child.kill('SIGTERM');
+  });
+  assert.equal(code, 0);
+  assert.deepEqual(await mountedUnder(join(work, 'serve')), []);
+  const late = await openBuffer(await readFile(join(work, 'serve', 'out-store', 'late.txt')), {
+    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
+    expect: { datasource: 'out', path: 'late.txt' },
+  });
+  assert.equal(late.toString(), 'written while serving\n');
+  assert.ok((await auditTypes('serve')).includes('cleanroom.stopped'));
+});
+
+test('SIGKILL of the runtime mid-write never leaves a corrupt object in the sink store', async () => {
+  const file = await writeSpec('killed');
+  const out = join(work, 'killed', 'mnt', 'out');
+  const store = join(work, 'killed', 'out-store');
+  // The app rewrites 4 MiB files in a loop; every close commits one object.
+  const app =
+    'i=0; while true; do i=$((i+1)); dd if=/dev/urandom of="$1/f$((i % 3)).bin" bs=1M count=4 2>/dev/null; done';
+  const child = spawn(process.execPath, [bin, 'up', '-f', file, '--', 'sh', '-c', app, 'app', out], {
+    stdio: 'ignore',
+    detached: true, // its own process group: the kill takes the runtime and the app at once
+  });
+  // Wait until some objects were committed, then kill in the middle of the next writes.
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const committed = existsSync(store) ? (await readdir(store)).filter((n) => !n.startsWith('.')) : [];
+    if (committed.length >= 2) break;
+    if (Date.now() > deadline) throw new Error('no commits within 60 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 150));
+  process.kill(-child.pid!, 'SIGKILL');
+  await new Promise((r) => setTimeout(r, 300));
+  for (const m of await mountedUnder(join(work, 'killed')))
+    await run('fusermount', ['-u', '-z', m]).catch(() => {});
+  // Every object in the store is complete and authentic; temp files are not objects.
+  const objects = (await readdir(store)).filter((n) => !n.startsWith('.membrane-tmp-'));
+  assert.ok(objects.length >= 2);
+  for (const name of objects) {
+    const plain = await openBuffer(await readFile(join(store, name)), {
+      keyring: rsaKeyring({ privateKey: consumer.privateKey }),
+      expect: { datasource: 'out', path: name },
+    });
+    assert.equal(plain.length, 4 * 1024 * 1024, `${name} is a whole file`);
+  }
+});
