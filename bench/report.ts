@@ -72,14 +72,20 @@ export function formatTable(cases: readonly BenchCase[]): string {
   ].join('\n');
 }
 
-export function formatTargets(targets: readonly Target[]): string {
+/**
+ * A --quick run is a smoke test (small inputs, few repetitions, cold buffers): its
+ * figures are shown as indicative, never as a verdict on a target.
+ */
+export function formatTargets(targets: readonly Target[], quickSuite?: string): string {
+  const quick = quickSuite !== undefined;
   if (targets.length === 0) return 'Targets: none evaluated.';
   const fmt = (n: number) => (Math.abs(n) >= 1e6 ? mib(n) : n.toFixed(2));
+  const mark = (t: Target) => (quick ? (t.met ? 'above' : 'below') : t.met ? 'MET' : 'MISSED');
   return [
-    'Targets:',
-    ...targets.map(
-      (t) => `  [${t.met ? 'MET' : 'MISSED'}] ${t.name}: measured ${fmt(t.value)}, target ${fmt(t.target)}`,
-    ),
+    quick
+      ? `Targets (quick run: indicative only; run 'membrane bench ${quickSuite}' without --quick for the measurement):`
+      : 'Targets:',
+    ...targets.map((t) => `  [${mark(t)}] ${t.name}: measured ${fmt(t.value)}, target ${fmt(t.target)}`),
   ].join('\n');
 }
 
@@ -96,7 +102,13 @@ export function formatReport(r: BenchReport): string {
       continue;
     head.push(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
   }
-  const parts = [head.join('\n'), '', formatTable(r.cases), '', formatTargets(r.targets)];
+  const parts = [
+    head.join('\n'),
+    '',
+    formatTable(r.cases),
+    '',
+    formatTargets(r.targets, r.quick ? r.suite : undefined),
+  ];
   if (r.notes.length) parts.push('', 'Notes:', ...r.notes.map((n) => `  - ${n}`));
   parts.push(
     '',
