@@ -17,11 +17,11 @@
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { MembraneError } from '../policy/errors.js';
 import { aeadBackend, DEFAULT_FRAME_LENGTH, SUITE_ID } from '../proxies/core/index.js';
 import type { ChildOp, ChildRequest, ChildResponse } from './aead-child.js';
 import { formatSize, GiB, KiB, MiB, type Rate } from './measure.js';
 import { runOpensslSpeed } from './openssl.js';
+import { positiveNumber } from './options.js';
 import type { BenchCase, BenchSuite, SuiteResult, SuiteRunContext, Target } from './types.js';
 
 export const FRAME_SIZES = [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB];
@@ -84,18 +84,6 @@ export const suite: BenchSuite = {
   optionsHelp,
   run,
 };
-
-function positiveNumber(v: string | boolean | undefined, flag: string, integer: boolean): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
-    throw new MembraneError(
-      'USAGE',
-      `${flag} must be a positive ${integer ? 'integer' : 'number'}, got '${String(v)}'`,
-    );
-  }
-  return n;
-}
 
 function rateCase(
   impl: string,

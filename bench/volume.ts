@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
 import { DEFAULT_FRAME_LENGTH } from '../proxies/core/index.js';
 import { formatSize, KiB, MiB } from './measure.js';
+import { positiveNumber } from './options.js';
 import type { BenchSuite, SuiteResult, SuiteRunContext } from './types.js';
 import {
   fileChunks,
@@ -108,33 +109,21 @@ export const suite: BenchSuite = {
   run,
 };
 
-function positive(v: string | boolean | undefined, flag: string, integer: boolean): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
-    throw new MembraneError(
-      'USAGE',
-      `${flag} must be a positive ${integer ? 'integer' : 'number'}, got '${String(v)}'`,
-    );
-  }
-  return n;
-}
-
 function plan(ctx: SuiteRunContext): Plan {
   const v = ctx.values;
   const q = ctx.quick;
-  const frameKib = positive(v['frame-kib'], '--frame-kib', true) ?? DEFAULT_FRAME_LENGTH / KiB;
-  const streamGib = positive(v['stream-gib'], '--stream-gib', false);
+  const frameKib = positiveNumber(v['frame-kib'], '--frame-kib', true) ?? DEFAULT_FRAME_LENGTH / KiB;
+  const streamGib = positiveNumber(v['stream-gib'], '--stream-gib', false);
   let streamBytes: number | undefined;
   if (streamGib !== undefined) {
     // Whole MiB: the object is generated in 1 MiB chunks.
     streamBytes = Math.max(1, Math.round(streamGib * 1024)) * MiB;
   }
   return {
-    objectBytes: (positive(v['size-mib'], '--size-mib', true) ?? (q ? 64 : 1024)) * MiB,
-    reps: positive(v.reps, '--reps', true) ?? (q ? 2 : 3),
-    randSeconds: positive(v['rand-seconds'], '--rand-seconds', true) ?? (q ? 2 : 10),
-    randJobs: positive(v['rand-jobs'], '--rand-jobs', true) ?? 4,
+    objectBytes: (positiveNumber(v['size-mib'], '--size-mib', true) ?? (q ? 64 : 1024)) * MiB,
+    reps: positiveNumber(v.reps, '--reps', true) ?? (q ? 2 : 3),
+    randSeconds: positiveNumber(v['rand-seconds'], '--rand-seconds', true) ?? (q ? 2 : 10),
+    randJobs: positiveNumber(v['rand-jobs'], '--rand-jobs', true) ?? 4,
     frameLength: frameKib * KiB,
     seqDirect: v.direct === true,
     randDirect: v['rand-buffered'] !== true,
