@@ -13,7 +13,8 @@ import type { BenchReport } from '../../bench/types.js';
 import { MembraneError } from '../../policy/errors.js';
 import { type Options, parse } from './_args.js';
 
-export const summary = 'measure side by side with peers: aead (the hot core) or volume (the FUSE blob volume)';
+export const summary =
+  'measure side by side with peers: aead (the hot core) or volume (the FUSE blob volume)';
 
 const common: Options = {
   json: { type: 'string' },
