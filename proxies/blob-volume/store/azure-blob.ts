@@ -172,13 +172,7 @@ export class AzureBlobStore implements BlobStore {
     try {
       if (end <= start) {
         // Nothing to transfer, but existence and the pinned version still count.
-        await this.t.send({
-          op: 'Get Blob Properties',
-          method: 'HEAD',
-          blob: name,
-          where: path,
-          headers: { 'if-match': opts.ifMatch },
-        });
+        await this.confirmVersion(name, path, opts.ifMatch);
         return Buffer.alloc(0);
       }
       const res = await this.t.send({
@@ -193,13 +187,7 @@ export class AzureBlobStore implements BlobStore {
         // Range starts at or past the end (or the blob is empty): an empty read,
         // once the version pin is confirmed.
         if (opts.ifMatch) {
-          await this.t.send({
-            op: 'Get Blob Properties',
-            method: 'HEAD',
-            blob: name,
-            where: path,
-            headers: { 'if-match': opts.ifMatch },
-          });
+          await this.confirmVersion(name, path, opts.ifMatch);
         }
         return Buffer.alloc(0);
       }
@@ -277,6 +265,17 @@ export class AzureBlobStore implements BlobStore {
     } catch (e) {
       throw preconditionAs(e, 'object changed');
     }
+  }
+
+  /** HEAD with If-Match: existence and the pinned version count even when no bytes are read. */
+  private async confirmVersion(name: string, path: string, ifMatch: string | undefined): Promise<void> {
+    await this.t.send({
+      op: 'Get Blob Properties',
+      method: 'HEAD',
+      blob: name,
+      where: path,
+      headers: { 'if-match': ifMatch },
+    });
   }
 
   private blobName(path: string): string {

@@ -78,23 +78,8 @@ export class FsStore implements BlobStore {
       throw ioError(e, p);
     }
     try {
-      if (opts.ifMatch) {
-        const s = await fh.stat({ bigint: true });
-        if (etagOf(s.size, s.mtimeNs, s.ino) !== opts.ifMatch) {
-          throw new MembraneError(StoreErrorCode.PRECONDITION, 'object changed since it was opened', {
-            where: p,
-          });
-        }
-      }
-      const len = Math.max(0, end - start);
-      const buf = Buffer.allocUnsafe(len);
-      let got = 0;
-      while (got < len) {
-        const { bytesRead } = await fh.read(buf, got, len - got, start + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      return got === len ? buf : buf.subarray(0, got);
+      if (opts.ifMatch) await checkVersion(fh, opts.ifMatch, p);
+      return await preadRange(fh, start, end);
     } finally {
       await fh.close();
     }
@@ -117,27 +102,13 @@ export class FsStore implements BlobStore {
         throw new MembraneError(StoreErrorCode.NOT_FOUND, 'object not found', { where: p });
       throw ioError(e, p);
     }
-    const s = await fh.stat({ bigint: true });
-    if (etagOf(s.size, s.mtimeNs, s.ino) !== etag) {
+    try {
+      await checkVersion(fh, etag, p);
+    } catch (e) {
       await fh.close();
-      throw new MembraneError(StoreErrorCode.PRECONDITION, 'object changed since it was opened', {
-        where: p,
-      });
+      throw e;
     }
-    return {
-      read: async (start, end) => {
-        const len = Math.max(0, end - start);
-        const buf = Buffer.allocUnsafeSlow(len);
-        let got = 0;
-        while (got < len) {
-          const { bytesRead } = await fh.read(buf, got, len - got, start + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        return got === len ? buf : buf.subarray(0, got);
-      },
-      close: () => fh.close(),
-    };
+    return { read: (start, end) => preadRange(fh, start, end), close: () => fh.close() };
   }
 
   /**
@@ -237,6 +208,27 @@ export class FsStore implements BlobStore {
       throw ioError(e, p);
     }
   }
+}
+
+/** Fails with STORE_PRECONDITION unless the open file is still the version `etag` names. */
+async function checkVersion(fh: FileHandle, etag: string, where: string): Promise<void> {
+  const s = await fh.stat({ bigint: true });
+  if (etagOf(s.size, s.mtimeNs, s.ino) !== etag) {
+    throw new MembraneError(StoreErrorCode.PRECONDITION, 'object changed since it was opened', { where });
+  }
+}
+
+/** Bytes [start, end) of an open file; shorter only at its end. */
+async function preadRange(fh: FileHandle, start: number, end: number): Promise<Buffer> {
+  const len = Math.max(0, end - start);
+  const buf = Buffer.allocUnsafeSlow(len);
+  let got = 0;
+  while (got < len) {
+    const { bytesRead } = await fh.read(buf, got, len - got, start + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got === len ? buf : buf.subarray(0, got);
 }
 
 function etagOf(size: bigint, mtimeNs: bigint, ino: bigint): string {
