@@ -20,6 +20,7 @@ import {
   decryptSpanCase,
   oneshotCases,
   parallelCase,
+  type RoundTripResult,
   type SealedObject,
   sdkCases,
   sealObject,
@@ -48,16 +49,7 @@ export type ChildRequest =
 
 export type ChildResponse =
   | { mode: 'cases'; backend: string; threads: number; results: { op: ChildOp; rate: Rate }[] }
-  | {
-      mode: 'stream';
-      backend: string;
-      bytes: number;
-      seconds: number;
-      cpuSeconds: number;
-      peakRssSampled: number;
-      vmHwm?: number;
-      rssAtStart: number;
-    };
+  | ({ mode: 'stream'; backend: string } & RoundTripResult);
 
 async function runCases(req: Extract<ChildRequest, { mode: 'cases' }>): Promise<ChildResponse> {
   const keyring = dekKeyring(randomBytes(32));

@@ -18,6 +18,7 @@ import { createInterface } from 'node:readline';
 import { mountVolume, PASSTHROUGH_PROTECTION, type VolumeMetrics } from '../proxies/blob-volume/index.js';
 import { FsStore } from '../proxies/blob-volume/store/fs-store.js';
 import { dekKeyring } from '../proxies/core/index.js';
+import { type VolumeCounters, zeroCounters } from './volume-counters.js';
 
 export interface MountRequest {
   name: string;
@@ -33,17 +34,7 @@ export interface MountRequest {
   dekHex?: string;
 }
 
-/** What the volume reported through its metrics hooks since it was mounted. */
-export interface VolumeCounters {
-  cacheHits: number;
-  cacheMisses: number;
-  storeRequests: number;
-  storeMs: number;
-  framesDecrypted: number;
-  bytesDecrypted: number;
-  bytesEncrypted: number;
-  authFailures: number;
-}
+export type { VolumeCounters };
 
 /**
  * Thread ids of this process by role, so the parent can split its CPU time.
@@ -87,16 +78,7 @@ async function main(): Promise<void> {
   const first = await it.next();
   if (first.done) return;
   const req = JSON.parse(first.value) as MountRequest;
-  const counters: VolumeCounters = {
-    cacheHits: 0,
-    cacheMisses: 0,
-    storeRequests: 0,
-    storeMs: 0,
-    framesDecrypted: 0,
-    bytesDecrypted: 0,
-    bytesEncrypted: 0,
-    authFailures: 0,
-  };
+  const counters = zeroCounters();
   const metrics: VolumeMetrics = {
     cacheHit: () => {
       counters.cacheHits++;

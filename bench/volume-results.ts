@@ -5,8 +5,8 @@
  */
 import { formatSize, GiB, KiB, MiB, median } from './measure.js';
 import type { BenchCase, SuiteRunContext, Target } from './types.js';
+import type { VolumeCounters } from './volume-counters.js';
 import { IMPL, type ImplName } from './volume-impls.js';
-import type { VolumeCounters } from './volume-mount.js';
 
 export const OPS = ['seq-read', 'rand-read-4k', 'seq-write'] as const;
 export type Op = (typeof OPS)[number];

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { MachineInfo, SuiteRunContext } from '../../bench/types.js';
-import type { VolumeCounters } from '../../bench/volume-mount.js';
+import { type VolumeCounters, zeroCounters } from '../../bench/volume-counters.js';
 import {
   buildCases,
   caveats,
@@ -30,17 +30,7 @@ const plan: Plan = {
   cold: false,
   dir: '/tmp',
 };
-const counters = (o: Partial<VolumeCounters>): VolumeCounters => ({
-  cacheHits: 0,
-  cacheMisses: 0,
-  storeRequests: 0,
-  storeMs: 0,
-  framesDecrypted: 0,
-  bytesDecrypted: 0,
-  bytesEncrypted: 0,
-  authFailures: 0,
-  ...o,
-});
+const counters = (o: Partial<VolumeCounters>): VolumeCounters => ({ ...zeroCounters(), ...o });
 
 /** Three repetitions moving `bytes` in the given seconds. */
 function reps(bytes: number, seconds: number[], extra: Partial<Sample> = {}): Sample[] {
