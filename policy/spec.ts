@@ -23,6 +23,7 @@
  */
 import { isAbsolute, posix, resolve } from 'node:path';
 import { z } from 'zod';
+import { EgressPolicyBase, egressCrossCheck, mapEgressPolicyPaths } from './egress/schema.js';
 import { MembraneError } from './errors.js';
 import {
   at,
@@ -530,6 +531,26 @@ const Application = z
   })
   .strict();
 
+/**
+ * `network.http.outbound`: the egress policy of the HTTP proxy, the same schema as the
+ * standalone policy file (policy/egress/schema.ts; Azure's spec groups network settings
+ * the same way, under network.http). In the spec every secure-mode rule names its DEK,
+ * which must be declared in keys.deks (checked with the other references below).
+ */
+const Network = z
+  .object({
+    http: z
+      .object({
+        outbound: EgressPolicyBase.superRefine((p, ctx) => {
+          for (const i of egressCrossCheck(p, { requireDek: true }))
+            ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+        }).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const RUNTIME_DEFAULTS = {
   statusDir: '/run/membrane',
   healthPort: 8290,
@@ -558,6 +579,7 @@ const CleanRoomSpecBase = z
     governance: Governance.optional(),
     telemetry: Telemetry.optional(),
     application: Application.optional(),
+    network: Network.optional(),
     runtime: Runtime,
   })
   .strict();
@@ -579,6 +601,7 @@ export type GovernanceSpec = NonNullable<CleanRoomSpec['governance']>;
 export type TelemetrySpec = NonNullable<CleanRoomSpec['telemetry']>;
 export type ApplicationSpec = NonNullable<CleanRoomSpec['application']>;
 export type RuntimeSpec = CleanRoomSpec['runtime'];
+export type NetworkSpec = NonNullable<CleanRoomSpec['network']>;
 
 // ------------------------------------------------------------------ cross-field rules
 
@@ -667,6 +690,14 @@ function crossCheck(input: unknown): RawIssue[] {
         'an identity',
         'identities',
       );
+  });
+
+  const network = isObj(input.network) ? input.network : {};
+  const http = isObj(network.http) ? network.http : {};
+  const outbound = isObj(http.outbound) ? http.outbound : {};
+  arr(outbound.allow).forEach((r, i) => {
+    if (isObj(r))
+      mustRef(r.dek, dekNames, ['network', 'http', 'outbound', 'allow', i, 'dek'], 'a DEK', 'keys.deks');
   });
 
   const mounts: Array<{ mount: string; path: Path }> = [];
@@ -812,6 +843,7 @@ export function resolveSpecPaths(spec: CleanRoomSpec, baseDir: string): CleanRoo
     }
     v.protection.recipientPublicKey = r(v.protection.recipientPublicKey);
   }
+  if (s.network?.http?.outbound) s.network.http.outbound = mapEgressPolicyPaths(s.network.http.outbound, r);
   if (s.governance) s.governance.ca = r(s.governance.ca);
   if (s.telemetry) s.telemetry.file = r(s.telemetry.file);
   s.runtime.auditLog = r(s.runtime.auditLog);
