@@ -62,7 +62,11 @@ export function checkEgress(p: CompiledEgressPolicy, input: EgressCheckInput): E
     path: u.path,
   });
   if (d.verdict === 'deny') {
-    const c = d.ip !== undefined ? classifyAddress(d.ip, u.port, input.self) : undefined;
+    // Refused by the rules: the address is shown for information (the literal, or the
+    // first resolver answer that would be refused, else the first answer).
+    const ips = d.ip !== undefined ? [d.ip] : (input.answers ?? []);
+    const cs = ips.flatMap((ip) => classifyAddress(ip, u.port, input.self) ?? []);
+    const c = cs.find((x) => !decideAddress(p, x.ip, u.port, input.self).allowed) ?? cs[0];
     return {
       allowed: false,
       reason: d.reason,
