@@ -244,8 +244,19 @@ export function parseIp(text: string): ParsedIp | undefined {
   const q = DOTTED_QUAD.exec(text);
   if (q) return new ipaddr.IPv4([Number(q[1]), Number(q[2]), Number(q[3]), Number(q[4])]);
   if (!IPV6_CHARS.test(text) || !text.includes(':')) return undefined;
+  // ipaddr.js reads `::1.2.3.4` as the IPv4-*mapped* ::ffff:1.2.3.4, while inet_pton (and so
+  // the kernel) reads it as the IPv4-compatible ::102:304: write a trailing dotted quad as two
+  // hex groups first so that we classify the address the socket would dial.
+  let hex = text;
+  const tail = /:((?:\d{1,3}\.){3}\d{1,3})$/.exec(text);
+  if (tail) {
+    const q = DOTTED_QUAD.exec(tail[1]!);
+    if (!q) return undefined;
+    const [a, b, c, d] = [q[1], q[2], q[3], q[4]].map(Number) as [number, number, number, number];
+    hex = `${text.slice(0, tail.index + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
   try {
-    return ipaddr.IPv6.parse(text);
+    return ipaddr.IPv6.parse(hex);
   } catch {
     return undefined;
   }
@@ -281,10 +292,13 @@ function embeddedOf(a: IPv6, how: Embedding): Array<{ ip: IPv4; via: Embedding |
     case 'nat64-local':
       // RFC 8215 lets a network use any RFC 6052 prefix length inside 64:ff9b:1::/48; decode
       // the /48 layout (octets around the reserved "u" byte) and the /96 one, check both.
+      // A layout that decodes to all zeros is the other layout's padding, not an address.
       return [
         { ip: new ipaddr.IPv4([p[3]! >> 8, p[3]! & 255, p[4]! & 255, p[5]! >> 8]), via: how },
         { ip: v4From(p[6]!, p[7]!), via: how },
-      ];
+      ].filter(
+        (e, _, all) => e.ip.toString() !== '0.0.0.0' || all.every((x) => x.ip.toString() === '0.0.0.0'),
+      );
     case '6to4':
       return [{ ip: v4From(p[1]!, p[2]!), via: how }];
     case 'teredo':
