@@ -181,7 +181,7 @@ const Limits = z
         ctx.addIssue({
           code: 'custom',
           path: [f],
-          message: `expected at most maxRequestBytes (${l.maxRequestBytes})`,
+          message: `expected at most maxRequestBytes (${l.maxRequestBytes}), got ${l[f]}`,
         });
   })
   .default({});
