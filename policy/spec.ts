@@ -533,8 +533,8 @@ const Application = z
 
 /**
  * `network.http.outbound`: the egress policy of the HTTP proxy, the same schema as the
- * standalone policy file (policy/egress/schema.ts; Azure's spec groups network settings
- * the same way, under network.http). In the spec every secure-mode rule names its DEK,
+ * standalone policy file (policy/egress/schema.ts), placed where the Azure clean-room spec
+ * keeps network settings. In the spec every secure-mode rule names its DEK,
  * which must be declared in keys.deks (checked with the other references below).
  */
 const Network = z
