@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { compileEgressPolicy } from '../../../policy/egress/rules.js';
 import {
@@ -198,4 +200,17 @@ test('unknown fields in the network section are named like the rest of the spec'
   const paths = v.issues.map((i) => i.path);
   assert.ok(paths.includes('network.htp'), JSON.stringify(v.issues));
   assert.ok(paths.includes('network.http.outbound.allow[0].hots'), JSON.stringify(v.issues));
+});
+
+test('the policy example in docs/http-egress.md is a valid policy', () => {
+  // dist/test/unit/policy -> repository root
+  const doc = readFileSync(
+    join(resolve(import.meta.dirname, '..', '..', '..', '..'), 'docs', 'http-egress.md'),
+    'utf8',
+  );
+  const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(yaml, 'no yaml block in docs/http-egress.md');
+  const p = parseEgressPolicy(yaml);
+  assert.equal(p.allow.length, 3);
+  assert.equal(p.deny.length, 3);
 });
