@@ -13,6 +13,8 @@
  * and `keys` (KEKs and DEKs declared once and referenced by name, instead of Azure's
  * per-access-point `encryptionSecrets {dek, kek}`) are ours; `attestation` and `runtime`
  * have no Azure counterpart (the Azure sidecars take them from their environment).
+ * `network.http.outbound` (the HTTP egress policy, policy/egress/) sits where Azure keeps
+ * network settings; its rule list is ours.
  *
  * Validation is fail-closed: unknown fields are errors everywhere, every reference must
  * resolve, and modes that could let plaintext out need explicit opt-in. Every problem is

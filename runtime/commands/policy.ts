@@ -7,16 +7,8 @@
  */
 import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import {
-  checkEgress,
-  compileEgressPolicy,
-  EgressErrorCode,
-  egressPolicyFiles,
-  parseEgressPolicy,
-  parseEgressUrl,
-} from '../../policy/egress/index.js';
+import { checkEgress, parseEgressUrl } from '../../policy/egress/index.js';
 import { MembraneError } from '../../policy/errors.js';
 import {
   claimsLookup,
@@ -24,6 +16,7 @@ import {
   evaluateReleasePolicy,
   formatVerdict,
 } from '../../policy/release-policy.js';
+import { loadEgressPolicyFile } from '../egress-policy.js';
 import { parse, required } from './_args.js';
 
 export const summary = 'explain a Key Vault release policy; check a URL against an egress policy';
@@ -204,38 +197,7 @@ async function checkEgressCommand(argv: string[]): Promise<number> {
     throw new MembraneError('USAGE', `--url is not a URL: ${JSON.stringify(url)}\n\n${checkEgressHelp}`);
   }
 
-  let text: string;
-  try {
-    text = readFileSync(policyPath, 'utf8');
-  } catch (e) {
-    throw new MembraneError(
-      EgressErrorCode.PolicyInvalid,
-      `cannot read the egress policy file: ${(e as Error).message}`,
-      {
-        where: policyPath,
-        cause: e,
-      },
-    );
-  }
-  const policy = parseEgressPolicy(text, policyPath);
-  // Referenced files are read relative to the policy file; one that cannot be read is left
-  // out, and compileEgressPolicy names the field that needed it.
-  const files: Record<string, string> = {};
-  for (const f of egressPolicyFiles(policy)) {
-    try {
-      files[f] = readFileSync(isAbsolute(f) ? f : resolve(dirname(policyPath), f), 'utf8');
-    } catch {
-      /* reported by compileEgressPolicy */
-    }
-  }
-  let compiled: ReturnType<typeof compileEgressPolicy>;
-  try {
-    compiled = compileEgressPolicy(policy, files);
-  } catch (e) {
-    if (e instanceof MembraneError)
-      throw new MembraneError(e.code, e.message, { where: policyPath, cause: e });
-    throw e;
-  }
+  const compiled = loadEgressPolicyFile(policyPath);
 
   let answers: string[] | undefined;
   let lookupFailure: string | undefined;
