@@ -258,12 +258,26 @@ runtime:`;
       'application:\n  env: { MEMBRANE_TEST_FROM_SPEC: "yes" }\n',
   );
   const app = `test "$MEMBRANE_TEST_FROM_SPEC" = yes && echo a,b > "$1/ok.csv" && ! echo x > "$1/no.bin"`;
-  const res = await run(process.execPath, [bin, 'up', '-f', f, '--', 'sh', '-c', app, 'app', w('mnt', 'public')]).then(
+  const res = await run(process.execPath, [
+    bin,
+    'up',
+    '-f',
+    f,
+    '--',
+    'sh',
+    '-c',
+    app,
+    'app',
+    w('mnt', 'public'),
+  ]).then(
     (r) => ({ code: 0, stderr: r.stderr }),
     (e: { code: number; stderr: string }) => e,
   );
   assert.equal(res.code, 0, res.stderr);
-  assert.match(res.stderr, /WARNING: .*datasinks\[1\]\.protection\.egress: deprecated: renamed to outputRules/);
+  assert.match(
+    res.stderr,
+    /WARNING: .*datasinks\[1\]\.protection\.egress: deprecated: renamed to outputRules/,
+  );
   assert.equal(await readFile(w('public-store', 'ok.csv'), 'utf8'), 'a,b\n');
   assert.ok(!existsSync(w('public-store', 'no.bin')));
   const types = await auditTypes('legacy');
