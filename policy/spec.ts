@@ -34,7 +34,7 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const NAME_EXPECTED =
   'expected a name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 
-/** Names become file names (`<name>.volume.ready`) and audit subjects, hence the charset. */
+/** Names become file names (`<name>.<kind>.ready`) and audit subjects, hence the charset. */
 const nameField = z.string().regex(NAME_RE, NAME_EXPECTED);
 
 const pathField = z.string().superRefine((p, ctx) => {
@@ -616,7 +616,7 @@ function crossCheck(input: unknown): RawIssue[] {
   const identityNames = unique(identities, ['identities'], 'identity');
   const kekNames = unique(keks, ['keys', 'keks'], 'KEK');
   const dekNames = unique(deks, ['keys', 'deks'], 'DEK');
-  // One namespace for volumes: each gets a `<name>.volume.ready` marker.
+  // One namespace for volumes: each gets a `<name>.blob-volume.ready` marker.
   const volumeNames = unique(sources, ['datasources'], 'volume');
   unique(sinks, ['datasinks'], 'volume (datasources and datasinks share one namespace)', volumeNames);
 
