@@ -56,7 +56,12 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
     // Reverse order: datasinks drain (commit) before the sources go, network proxies first.
     const failures = (await proxies?.closeAll(log)) ?? [];
     keys?.destroy();
-    audit.emit({ type: 'cleanroom.stopped', subject: name, details: { reason, exitCode } });
+    const stopFailed = failures.map((f) => f.name);
+    audit.emit({
+      type: 'cleanroom.stopped',
+      subject: name,
+      details: { reason, exitCode, ...(stopFailed.length ? { stopFailed } : {}) },
+    });
     await audit.close();
     await telemetry.shutdown();
     await health?.close();
