@@ -43,6 +43,8 @@ export interface InstrumentSpec {
   readonly name: string;
   readonly unit?: string;
   readonly description: string;
+  /** Histograms: bucket boundaries (advice to the SDK); absent = the SDK's defaults. */
+  readonly boundaries?: readonly number[];
 }
 export interface Meter {
   counter(spec: InstrumentSpec): Counter;

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { DEFAULT_FRAME_LENGTH, type Keyring, MAX_FRAME_LENGTH } from '../core/index.js';
-import { EgressPolicy, type EgressRules } from './egress.js';
 import { VolumeErrorCode } from './errno.js';
 import { type AuditSink, noopAudit, noopMetrics, type VolumeMetrics } from './hooks.js';
+import { type OutputRules, OutputRulesPolicy } from './output-rules.js';
 import type { BlobStore } from './store/types.js';
 
 /**
@@ -38,8 +38,8 @@ export type Protection =
    * `recipient` holds (e.g. a released KEK).
    */
   | { mode: 'trusted'; recipient: Keyring }
-  /** Datasink: plaintext out, under egress rules. Datasource: plaintext objects. */
-  | { mode: 'open'; egress?: EgressRules }
+  /** Datasink: plaintext out, under output rules. Datasource: plaintext objects. */
+  | { mode: 'open'; outputRules?: OutputRules }
   | PassthroughProtection;
 
 export interface VolumeOptions {
@@ -75,7 +75,7 @@ export interface ResolvedOptions {
   store: BlobStore;
   kind: 'datasource' | 'datasink';
   protection: Protection;
-  egress: EgressPolicy | undefined;
+  outputRules: OutputRulesPolicy | undefined;
   pinnedManifest: VolumeOptions['pinnedManifest'];
   audit: AuditSink;
   metrics: VolumeMetrics;
@@ -142,7 +142,8 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
     store: o.store,
     kind: o.kind,
     protection: p,
-    egress: o.kind === 'datasink' && p.mode === 'open' ? new EgressPolicy(p.egress ?? {}) : undefined,
+    outputRules:
+      o.kind === 'datasink' && p.mode === 'open' ? new OutputRulesPolicy(p.outputRules ?? {}) : undefined,
     pinnedManifest: o.pinnedManifest,
     audit: o.audit ?? noopAudit,
     metrics: o.metrics ?? noopMetrics,

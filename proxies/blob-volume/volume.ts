@@ -224,7 +224,7 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     listing,
     committer,
     report,
-    egress: o.egress,
+    outputRules: o.outputRules,
     stagingDir: o.stagingDir,
     cipher: p.mode === 'plaintext-passthrough' ? plainBlockCipher : aeadBlockCipher,
     foreign,

@@ -146,7 +146,9 @@ async function mountedUnder(dir: string): Promise<string[]> {
 
 test('happy path: the app reads plaintext, writes a sealed result, and its exit code is ours', async () => {
   const file = await writeSpec('happy');
-  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && test -f "${join(work, 'happy', 'status', 'data.volume.ready')}" && exit 7`;
+  const status = join(work, 'happy', 'status');
+  // Both readiness markers: <name>.<kind>.ready and, for one more release, <name>.volume.ready.
+  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && test -f "${join(status, 'data.blob-volume.ready')}" && test -f "${join(status, 'data.volume.ready')}" && exit 7`;
   const res = await run(process.execPath, [
     bin,
     'up',
@@ -184,14 +186,32 @@ test('happy path: the app reads plaintext, writes a sealed result, and its exit 
   for (const t of [
     'cleanroom.starting',
     'keys.released',
-    'volume.mounted',
+    'proxy.started',
     'cleanroom.ready',
     'application.exited',
-    'volume.unmounted',
+    'proxy.stopped',
     'cleanroom.stopped',
   ]) {
     assert.ok(types.includes(t), `audit has ${t}`);
   }
+  // Kind-neutral lifecycle events: started in spec order, stopped in reverse, each naming kind, mode, endpoint.
+  const records = (await readFile(join(work, 'happy', 'audit.log'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; subject?: string; details?: Record<string, unknown> });
+  const lifecycle = records
+    .filter((r) => r.type.startsWith('proxy.'))
+    .map((r) => `${r.type} ${r.subject} ${r.details?.kind} ${r.details?.mode}`);
+  assert.deepEqual(lifecycle, [
+    'proxy.started data blob-volume secure',
+    'proxy.started out blob-volume trusted',
+    'proxy.stopped out blob-volume trusted',
+    'proxy.stopped data blob-volume secure',
+  ]);
+  assert.deepEqual(records.find((r) => r.type === 'proxy.started')?.details?.endpoint, {
+    type: 'mount',
+    path: join(work, 'happy', 'mnt', 'data'),
+  });
   await run(process.execPath, [bin, 'audit', 'verify', '--file', join(work, 'happy', 'audit.log')]);
 });
 
@@ -223,6 +243,47 @@ test('fail closed: an invalid spec is refused before anything happens, naming th
   assert.ok(!existsSync(join(work, 'invalid', 'audit.log')), 'nothing started');
 });
 
+test('the deprecated protection.egress still works: up warns, the open sink applies it as output rules', async () => {
+  await mkdir(join(work, 'legacy'), { recursive: true });
+  const f = join(work, 'legacy', 'cleanroom.yaml');
+  const w = (...p: string[]) => join(work, 'legacy', ...p);
+  const openSink = `  - name: public
+    store: { type: fs, path: ${w('public-store')} }
+    protection: { mode: open, egress: { allow: ['*.csv'] } }
+    mount: ${w('mnt', 'public')}
+runtime:`;
+  await writeFile(
+    f,
+    spec('legacy').replace('runtime:', openSink) +
+      'application:\n  env: { MEMBRANE_TEST_FROM_SPEC: "yes" }\n',
+  );
+  const app = `test "$MEMBRANE_TEST_FROM_SPEC" = yes && echo a,b > "$1/ok.csv" && ! echo x > "$1/no.bin"`;
+  const res = await run(process.execPath, [
+    bin,
+    'up',
+    '-f',
+    f,
+    '--',
+    'sh',
+    '-c',
+    app,
+    'app',
+    w('mnt', 'public'),
+  ]).then(
+    (r) => ({ code: 0, stderr: r.stderr }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(
+    res.stderr,
+    /WARNING: .*datasinks\[1\]\.protection\.egress: deprecated: renamed to outputRules/,
+  );
+  assert.equal(await readFile(w('public-store', 'ok.csv'), 'utf8'), 'a,b\n');
+  assert.ok(!existsSync(w('public-store', 'no.bin')));
+  const types = await auditTypes('legacy');
+  assert.ok(types.includes('output.denied'));
+});
+
 test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts and exits 0', async () => {
   const file = await writeSpec('serve');
   const child: ChildProcess = spawn(process.execPath, [bin, 'up', '-f', file], {
@@ -247,7 +308,12 @@ test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts a
   });
   const ready = await fetch(`http://127.0.0.1:${port}/ready`);
   assert.equal(ready.status, 200);
-  assert.deepEqual(((await ready.json()) as { volumes: string[] }).volumes.sort(), ['data', 'out']);
+  const body = (await ready.json()) as { volumes: string[]; proxies: Array<{ name: string; kind: string }> };
+  assert.deepEqual(body.volumes.sort(), ['data', 'out']);
+  assert.deepEqual(
+    body.proxies.map((p) => `${p.name} ${p.kind}`),
+    ['data blob-volume', 'out blob-volume'],
+  );
   // The app (here: a shell in another process) sees plaintext while the room runs.
   const { stdout } = await run('cat', [join(work, 'serve', 'mnt', 'data', 'ledger.csv')]);
   assert.equal(stdout, csv.toString());
