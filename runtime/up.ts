@@ -21,6 +21,7 @@ import { AuditLog } from './audit.js';
 import { GovernanceClient } from './governance.js';
 import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
+import { createRunKey, publishRunKey, type RunKey } from './provenance.js';
 import { startTelemetry } from './telemetry.js';
 
 export interface UpOptions {
@@ -50,6 +51,8 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const volumes: MountedVolume[] = [];
   let keys: KeyBundle | undefined;
   let health: Health | undefined;
+  // Signs the sealed sinks' manifests; its thumbprint is bound into the attestation.
+  const runKey: RunKey = createRunKey();
 
   const teardown = async (reason: string, exitCode: number | undefined) => {
     health?.setStopping();
@@ -71,6 +74,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
     }
     volumes.length = 0;
     keys?.destroy();
+    runKey.destroy();
     audit.emit({ type: 'cleanroom.stopped', subject: name, details: { reason, exitCode } });
     await audit.close();
     await telemetry.shutdown();
@@ -89,12 +93,15 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       await telemetry.span('consent', () => governance.checkConsent());
       audit.emit({ type: 'consent.checked', subject: name, details: { status: 'enabled' } });
     }
-    const bundle = await telemetry.span('keys', () => acquireKeys(spec, { log }));
+    const bundle = await telemetry.span('keys', () =>
+      acquireKeys(spec, { log, runtimeClaims: runKey.claims }),
+    );
     keys = bundle;
     audit.emit({ type: 'keys.released', subject: name, details: attestationSummary(bundle.claims, spec) });
 
     const identities = tokenSources(spec);
     await mkdir(spec.runtime.statusDir, { recursive: true, mode: 0o755 });
+    await publishRunKey(runKey, spec.runtime.statusDir, audit, bundle.attestation !== undefined);
     for (const ds of spec.datasources) {
       const v = await telemetry.span(`mount ${ds.name}`, async () =>
         mountVolume({
@@ -124,6 +131,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
           protection,
           audit,
           metrics: telemetry.metricsFor(sink.name),
+          provenance: protection.mode === 'open' ? undefined : runKey.provenance(bundle.attestation),
         }),
       );
       volumes.push(v);

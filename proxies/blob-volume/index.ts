@@ -14,4 +14,5 @@ export {
   type Protection,
   type VolumeOptions,
 } from './options.js';
+export type { SinkProvenance } from './sink-manifest.js';
 export { type MountedVolume, mountVolume } from './volume.js';
