@@ -3,8 +3,8 @@
  * the clean room starts and never written anywhere. Its RFC 7638 thumbprint goes into the MAA
  * runtime data (`membrane-run-key`, next to the release key in `keys`), so the attestation token
  * binds it to this TEE; sealed datasinks sign their manifests with it (through `sign`, the
- * private key never leaves this module). The public key is published (status directory, audit
- * log) for consumers who verify offline (`membrane unprotect --signer`).
+ * private key never leaves this module). The public key is published in the audit log
+ * (`provenance.run_key`) for consumers who verify offline (`membrane unprotect --signer`).
  */
 import {
   createPublicKey,
@@ -14,8 +14,6 @@ import {
   randomUUID,
   sign,
 } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
 import { ed25519Thumbprint, RUN_KEY_CLAIM } from '../policy/sink-manifest.js';
 import type { SinkProvenance } from '../proxies/blob-volume/index.js';
@@ -62,16 +60,15 @@ export function createRunKey(): RunKey {
   };
 }
 
-export const RUN_KEY_FILE = 'run-key.pub.pem';
-
-/** Public half only: `<statusDir>/run-key.pub.pem` and one audit event (run id, thumbprint). */
-export async function publishRunKey(
+/**
+ * Publishes the public half as one audit event (run id, thumbprint, raw key in base64url, i.e.
+ * the JWK `x`): the audit log is where a consumer verifying offline takes `--signer` from.
+ */
+export function publishRunKey(
   key: RunKey,
-  statusDir: string,
   audit: { emit(e: { type: string; subject: string; details?: Record<string, unknown> }): void },
   attested: boolean,
-): Promise<void> {
-  await writeFile(join(statusDir, RUN_KEY_FILE), key.publicKeyPem, { mode: 0o644 });
+): void {
   audit.emit({
     type: 'provenance.run_key',
     subject: key.runId,

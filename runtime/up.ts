@@ -101,7 +101,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
 
     const identities = tokenSources(spec);
     await mkdir(spec.runtime.statusDir, { recursive: true, mode: 0o755 });
-    await publishRunKey(runKey, spec.runtime.statusDir, audit, bundle.attestation !== undefined);
+    publishRunKey(runKey, audit, bundle.attestation !== undefined);
     for (const ds of spec.datasources) {
       const v = await telemetry.span(`mount ${ds.name}`, async () =>
         mountVolume({
