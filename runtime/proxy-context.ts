@@ -8,7 +8,14 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
 import { dekKeyring, type Keyring, rsaKeyring } from '../proxies/core/index.js';
-import type { AuditSink, Meter, OwnListener, ProxyContext, ProxyKind } from '../proxies/proxy.js';
+import type {
+  AuditSink,
+  Meter,
+  OutputProvenance,
+  OwnListener,
+  ProxyContext,
+  ProxyKind,
+} from '../proxies/proxy.js';
 import type { TokenSource } from '../skr-client/akv/index.js';
 
 export const ProxyContextErrorCode = {
@@ -33,6 +40,8 @@ export interface ProxyContextSources {
   readonly stateRoot: string;
   /** Membrane's listeners at the moment a proxy starts (health + proxies already listening). */
   readonly ownListeners: () => readonly OwnListener[];
+  /** The run's signing capability for outputs, when the runtime made a run key. */
+  readonly provenance?: OutputProvenance;
 }
 
 /** A context plus what the runtime needs to clean up after its proxy. */
@@ -103,6 +112,7 @@ export async function createProxyContext(
       return source.getToken(resource);
     },
     ownListeners: sources.ownListeners,
+    provenance: sources.provenance,
     dispose: () => rm(stateDir, { recursive: true, force: true }),
   };
 }

@@ -19,6 +19,7 @@ import { AuditLog } from './audit.js';
 import { GovernanceClient } from './governance.js';
 import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
+import { createRunKey, publishRunKey, type RunKey } from './provenance.js';
 import { ProxySet } from './proxy-set.js';
 import { startTelemetry } from './telemetry.js';
 
@@ -49,6 +50,8 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   let keys: KeyBundle | undefined;
   let health: Health | undefined;
   let proxies: ProxySet | undefined;
+  // Signs the sealed sinks' manifests; its thumbprint is bound into the attestation.
+  const runKey: RunKey = createRunKey();
 
   /** Returns false when a proxy failed to close (audited as proxy.stop_failed). */
   const teardown = async (reason: string, exitCode: number | undefined): Promise<boolean> => {
@@ -56,6 +59,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
     // Reverse order: datasinks drain (commit) before the sources go, network proxies first.
     const failures = (await proxies?.closeAll(log)) ?? [];
     keys?.destroy();
+    runKey.destroy();
     const stopFailed = failures.map((f) => f.name);
     audit.emit({
       type: 'cleanroom.stopped',
@@ -81,11 +85,14 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       await telemetry.span('consent', () => governance.checkConsent());
       audit.emit({ type: 'consent.checked', subject: name, details: { status: 'enabled' } });
     }
-    const bundle = await telemetry.span('keys', () => acquireKeys(spec, { log }));
+    const bundle = await telemetry.span('keys', () =>
+      acquireKeys(spec, { log, runtimeClaims: runKey.claims }),
+    );
     keys = bundle;
     audit.emit({ type: 'keys.released', subject: name, details: attestationSummary(bundle.claims, spec) });
 
     await mkdir(spec.runtime.statusDir, { recursive: true, mode: 0o755 });
+    publishRunKey(runKey, audit, bundle.attestation !== undefined);
     const healthPort = health.port;
     proxies = new ProxySet({
       sources: {
@@ -94,6 +101,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
         audit,
         meter: (attributes) => telemetry.meter(attributes),
         log,
+        provenance: runKey.provenance(bundle.attestation),
       },
       statusDir: spec.runtime.statusDir,
       otherListeners: () => [{ host: '127.0.0.1', port: healthPort }],

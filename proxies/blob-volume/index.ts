@@ -14,4 +14,5 @@ export {
   type VolumeOptions,
 } from './options.js';
 export { compileGlob, type OutputRules, OutputRulesPolicy } from './output-rules.js';
+export type { SinkProvenance } from './sink-manifest.js';
 export { type MountedVolume, mountVolume } from './volume.js';

@@ -45,6 +45,8 @@ async function start(entry: BlobVolumeEntry, ctx: ProxyContext): Promise<Running
     audit: ctx.audit,
     metrics: volumeMetrics(ctx.meter, spec.name),
     log: ctx.log,
+    // Sealed sinks keep opaque store names and a signed manifest; open sinks stay plain by design.
+    provenance: entry.role === 'datasink' && p.mode !== 'open' ? ctx.provenance : undefined,
   });
   return {
     name: v.name,

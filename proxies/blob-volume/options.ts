@@ -10,6 +10,7 @@ import { DEFAULT_FRAME_LENGTH, type Keyring, MAX_FRAME_LENGTH } from '../core/in
 import { VolumeErrorCode } from './errno.js';
 import { type AuditSink, noopAudit, noopMetrics, type VolumeMetrics } from './hooks.js';
 import { type OutputRules, OutputRulesPolicy } from './output-rules.js';
+import type { SinkProvenance } from './sink-manifest.js';
 import type { BlobStore } from './store/types.js';
 
 /**
@@ -67,6 +68,12 @@ export interface VolumeOptions {
   allowOther?: boolean;
   /** Where internal errors are logged (default: stderr). Never receives data or keys. */
   log?: (message: string) => void;
+  /**
+   * Secure and trusted datasinks: store objects under opaque names and write a signed
+   * manifest of this run (sink-manifest.ts). `membrane up` always sets it; without it the
+   * sink keeps plaintext names and no manifest (library use, tests, benchmarks).
+   */
+  provenance?: SinkProvenance;
 }
 
 export interface ResolvedOptions {
@@ -86,6 +93,7 @@ export interface ResolvedOptions {
   listingTtlMs: number;
   allowOther: boolean;
   log: (message: string) => void;
+  provenance: SinkProvenance | undefined;
 }
 
 const READ_AHEAD_BYTES = 4 << 20;
@@ -113,6 +121,16 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
       throw bad('pinnedManifest', 'needs sealed objects (secure or trusted mode)');
     if (!/^[0-9a-fA-F]{64}$/.test(o.pinnedManifest.digest))
       throw bad('pinnedManifest.digest', 'expected 64 hex characters');
+  }
+  if (o.provenance) {
+    if (o.kind !== 'datasink') throw bad('provenance', 'applies to datasinks only');
+    if (p.mode !== 'secure' && p.mode !== 'trusted')
+      throw bad(
+        'provenance',
+        'needs a sealed sink (secure or trusted mode); open sinks keep plaintext names',
+      );
+    if (o.provenance.publicKey?.length !== 32)
+      throw bad('provenance.publicKey', 'expected a raw Ed25519 key');
   }
   const int = (
     field: string,
@@ -154,5 +172,6 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
     listingTtlMs,
     allowOther: o.allowOther === true,
     log: o.log ?? ((m) => process.stderr.write(`membrane volume: ${m}\n`)),
+    provenance: o.provenance,
   };
 }

@@ -144,7 +144,7 @@ async function mountedUnder(dir: string): Promise<string[]> {
     .filter((m) => m.startsWith(dir));
 }
 
-test('happy path: the app reads plaintext, writes a sealed result, and its exit code is ours', async () => {
+test('happy path and defect 12.10: the app reads plaintext, its sealed outputs verify against the attestation, a forged report is refused', async () => {
   const file = await writeSpec('happy');
   const status = join(work, 'happy', 'status');
   // Both readiness markers: <name>.<kind>.ready and, for one more release, <name>.volume.ready.
@@ -166,19 +166,81 @@ test('happy path: the app reads plaintext, writes a sealed result, and its exit 
     (e: { code: number; stderr: string }) => e,
   );
   assert.equal(res.code, 7, `exit code of the app is membrane's (${res.stderr})`);
-  // The output left only sealed to the consumer.
-  const stored = await readFile(join(work, 'happy', 'out-store', 'copy.csv'));
-  assert.notDeepEqual(stored.subarray(0, csv.length), csv);
-  const opened = await openBuffer(stored, {
-    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
-    expect: { datasource: 'out', path: 'copy.csv' },
+  // The output left only sealed to the consumer, under opaque names (defect 12.12).
+  const outStore = join(work, 'happy', 'out-store');
+  const names = await readdir(outStore);
+  for (const n of names) assert.match(n, /^([0-9a-f]{64}|membrane-sink-manifest\.\d{12}\.json)$/);
+  for (const stored of names.filter((n) => n.length === 64).map((n) => readFile(join(outStore, n))))
+    assert.notDeepEqual((await stored).subarray(0, csv.length), csv);
+  // The consumer verifies the run's signed manifest against its attestation (defect 12.10).
+  await writeFile(join(work, 'consumer.pem'), consumer.privateKey.export({ type: 'pkcs8', format: 'pem' }), {
+    mode: 0o600,
   });
-  assert.deepEqual(opened, csv);
-  const count = await openBuffer(await readFile(join(work, 'happy', 'out-store', 'count.txt')), {
-    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
-    expect: { datasource: 'out', path: 'count.txt' },
-  });
-  assert.equal(count.toString().trim(), '4');
+  const unprotect = (...extra: string[]) =>
+    run(process.execPath, [
+      bin,
+      'unprotect',
+      '--in',
+      outStore,
+      '--out',
+      join(work, 'happy', `plain-${randomBytes(4).toString('hex')}`),
+      '--datasource',
+      'out',
+      '--private-key',
+      join(work, 'consumer.pem'),
+      '--maa',
+      emu.maaUrl,
+      '--ca',
+      emu.caFile,
+      '--expect-claim',
+      `x-ms-sevsnpvm-hostdata=${hostData}`,
+      '--json',
+      ...extra,
+    ]).then(
+      (r) => ({
+        code: 0,
+        out: JSON.parse(r.stdout) as { out: string; objects: { path: string; error?: { code: string } }[] },
+        stderr: r.stderr,
+      }),
+      (e: { code: number; stdout: string; stderr: string }) => ({
+        code: e.code,
+        out: (e.stdout.trim() ? JSON.parse(e.stdout) : { out: '', objects: [] }) as {
+          out: string;
+          objects: { path: string; error?: { code: string } }[];
+        },
+        stderr: e.stderr,
+      }),
+    );
+  const ok = await unprotect('--run', '1');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.deepEqual(await readFile(join(ok.out.out, 'copy.csv')), csv);
+  assert.equal((await readFile(join(ok.out.out, 'count.txt'), 'utf8')).trim(), '4');
+  const wrongClaim = await unprotect('--expect-claim', `x-ms-sevsnpvm-hostdata=${'0'.repeat(64)}`);
+  assert.equal(wrongClaim.code, 1);
+  assert.match(wrongClaim.stderr, /PROVENANCE_CLAIM/);
+  // The forgery of issue 12: the storage operator seals a "report" to the consumer's public key.
+  const forgedIn = join(work, 'happy', 'forged-in');
+  await mkdir(forgedIn, { recursive: true });
+  await writeFile(join(forgedIn, 'copy.csv'), 'id,amount\n1,999999\n');
+  await run(process.execPath, [
+    bin,
+    'protect',
+    '--in',
+    forgedIn,
+    '--out',
+    join(work, 'happy', 'forged-out'),
+    '--datasource',
+    'out',
+    '--recipient',
+    join(work, 'consumer.pub.pem'),
+  ]);
+  await writeFile(join(outStore, 'copy.csv'), await readFile(join(work, 'happy', 'forged-out', 'copy.csv')));
+  const forged = await unprotect();
+  assert.equal(forged.code, 1);
+  assert.deepEqual(
+    forged.out.objects.filter((o) => o.error).map((o) => [o.path, o.error!.code]),
+    [['copy.csv', 'PROVENANCE_FORGED']],
+  );
   // Torn down: nothing mounted, markers gone, the audit trail complete and intact.
   assert.deepEqual(await mountedUnder(join(work, 'happy')), []);
   assert.deepEqual(await readdir(join(work, 'happy', 'status')), []);
@@ -186,6 +248,7 @@ test('happy path: the app reads plaintext, writes a sealed result, and its exit 
   for (const t of [
     'cleanroom.starting',
     'keys.released',
+    'provenance.run_key',
     'proxy.started',
     'cleanroom.ready',
     'application.exited',
@@ -325,7 +388,10 @@ test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts a
   });
   assert.equal(code, 0);
   assert.deepEqual(await mountedUnder(join(work, 'serve')), []);
-  const late = await openBuffer(await readFile(join(work, 'serve', 'out-store', 'late.txt')), {
+  // One object under an opaque name, next to this run's signed manifest.
+  const stored = (await readdir(join(work, 'serve', 'out-store'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  assert.equal(stored.length, 1);
+  const late = await openBuffer(await readFile(join(work, 'serve', 'out-store', stored[0]!)), {
     keyring: rsaKeyring({ privateKey: consumer.privateKey }),
     expect: { datasource: 'out', path: 'late.txt' },
   });
@@ -361,10 +427,17 @@ test('SIGKILL of the runtime mid-write never leaves a corrupt object in the sink
   const objects = (await readdir(store)).filter((n) => !n.startsWith('.membrane-tmp-'));
   assert.ok(objects.length >= 2);
   for (const name of objects) {
-    const plain = await openBuffer(await readFile(join(store, name)), {
-      keyring: rsaKeyring({ privateKey: consumer.privateKey }),
-      expect: { datasource: 'out', path: name },
-    });
-    assert.equal(plain.length, 4 * 1024 * 1024, `${name} is a whole file`);
+    // Opaque store names (defect 12.12): the object is bound to one of the app's three names.
+    const bytes = await readFile(join(store, name));
+    const opened = await Promise.all(
+      ['f0.bin', 'f1.bin', 'f2.bin'].map((path) =>
+        openBuffer(bytes, {
+          keyring: rsaKeyring({ privateKey: consumer.privateKey }),
+          expect: { datasource: 'out', path },
+        }).catch(() => undefined),
+      ),
+    );
+    const plain = opened.find((p) => p !== undefined);
+    assert.equal(plain?.length, 4 * 1024 * 1024, `${name} is a whole, authentic file`);
   }
 });
