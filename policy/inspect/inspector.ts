@@ -1,0 +1,272 @@
+/**
+ * The streaming PII inspector: decode → detectors, one byte at a time, no whole-body buffer.
+ *
+ * What is scanned is the *decoded* body, so the same number is found however the app encoded it:
+ *  - `%XX` percent escapes are decoded in every body (URL-encoded values also appear inside JSON
+ *    and text); `+` is a space only in `application/x-www-form-urlencoded` bodies;
+ *  - JSON string escapes (`\n`, `\/`, `\"`, `\u0034`, …) are decoded in every body; a `\u` escape
+ *    above U+007F becomes one non-word byte (every detector is ASCII);
+ *  - one level only: `%2534` is `%34`, not `4`. Compressed, base64 and UTF-16 bodies are not
+ *    decoded (the proxy refuses content encodings it cannot inspect).
+ * Offsets in findings are raw body offsets (the first byte of the escape that encodes the match).
+ *
+ * Hold-back: `releasable` is how many raw bytes can be forwarded now — everything before the first
+ * byte an open candidate (or an unfinished escape) may still need. Candidates are bounded (an
+ * e-mail 318 decoded bytes, a card 19 digits), so the proxy holds back at most a few KiB.
+ */
+import type { InspectSettings, PiiKind } from '../egress/types.js';
+import { DigitRunDetector } from './digits.js';
+import { EmailDetector } from './email.js';
+import { IbanDetector } from './iban.js';
+import { IpDetector } from './ip.js';
+import { type Detector, type Finding, type Hit, InspectErrorCode, inspectError } from './types.js';
+
+export interface Inspector {
+  /** Scans one chunk; returns the first finding it completed (with `block`, the one that stops the body). */
+  push(chunk: Uint8Array): Finding | undefined;
+  /** The body ended: settles open candidates. */
+  end(): Finding | undefined;
+  /** Raw bytes [0, releasable) may be forwarded: no open candidate starts before this offset. */
+  readonly releasable: number;
+  /** Every finding so far, in order (the first 64; `count` has the total). */
+  readonly findings: readonly Finding[];
+  readonly count: number;
+}
+
+const PII_KINDS: readonly PiiKind[] = ['card', 'iban', 'us-ssn', 'email', 'ip'];
+const MAX_KEPT = 64;
+const PCT = 0x25;
+const BACKSLASH = 0x5c;
+const PLUS = 0x2b;
+const NON_ASCII = 0x80;
+// Decoder states.
+const PLAIN = 0;
+const PCT1 = 1;
+const PCT2 = 2;
+const ESC = 3;
+const U0 = 4; // \u + 0..3 hex digits seen: U0 + n
+
+const JSON_SIMPLE: Readonly<Record<number, number>> = {
+  34: 0x22,
+  92: 0x5c,
+  47: 0x2f,
+  98: 0x08,
+  102: 0x0c,
+  110: 0x0a,
+  114: 0x0d,
+  116: 0x09,
+};
+
+function hexValue(b: number): number {
+  if (b >= 0x30 && b <= 0x39) return b - 0x30;
+  const l = b | 0x20;
+  return l >= 0x61 && l <= 0x66 ? l - 0x57 : -1;
+}
+
+/** `application/x-www-form-urlencoded` (parameters and case ignored). */
+function isForm(contentType: string | undefined): boolean {
+  return (contentType ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-www-form-urlencoded';
+}
+
+export function validateInspectSettings(settings: InspectSettings): void {
+  for (const k of settings.pii)
+    if (!PII_KINDS.includes(k))
+      throw inspectError(
+        InspectErrorCode.SETTINGS,
+        `unknown PII kind "${String(k)}" (one of ${PII_KINDS.join(', ')})`,
+        'inspect.pii',
+      );
+  if (settings.action !== 'block' && settings.action !== 'report')
+    throw inspectError(InspectErrorCode.SETTINGS, 'inspect.action must be block or report', 'inspect.action');
+}
+
+export function createInspector(settings: InspectSettings, contentType?: string): Inspector {
+  validateInspectSettings(settings);
+  return new StreamInspector(settings, isForm(contentType));
+}
+
+class StreamInspector implements Inspector {
+  // One field per detector kind keeps every call site monomorphic (the hot loop stays fast).
+  private readonly digits: DigitRunDetector | undefined;
+  private readonly iban: IbanDetector | undefined;
+  private readonly email: EmailDetector | undefined;
+  private readonly ip: IpDetector | undefined;
+  private readonly action: 'block' | 'report';
+  private readonly kept: Finding[] = [];
+  private total = 0;
+  private blocked: Finding | undefined;
+  private ended = false;
+  private consumed = 0;
+  private dstate = PLAIN;
+  private escStart = 0;
+  private escValue = 0;
+  /** The raw bytes of the escape being read (at most `\uXXX`), scanned as they are if it is not one. */
+  private readonly held = new Uint8Array(6);
+  private heldLen = 0;
+
+  constructor(
+    settings: InspectSettings,
+    private readonly form: boolean,
+  ) {
+    const on = new Set(settings.pii);
+    this.digits =
+      on.has('card') || on.has('us-ssn') ? new DigitRunDetector(on.has('card'), on.has('us-ssn')) : undefined;
+    this.iban = on.has('iban') ? new IbanDetector() : undefined;
+    this.email = on.has('email') ? new EmailDetector() : undefined;
+    this.ip = on.has('ip') ? new IpDetector() : undefined;
+    this.action = settings.action;
+  }
+
+  get findings(): readonly Finding[] {
+    return this.kept;
+  }
+
+  get count(): number {
+    return this.total;
+  }
+
+  get releasable(): number {
+    if (this.blocked) return 0; // fail closed: nothing more leaves once a blocking finding exists
+    let r = this.consumed;
+    if (this.dstate !== PLAIN) r = Math.min(r, this.escStart);
+    for (const d of this.detectors()) {
+      const p = d.pending();
+      if (p >= 0 && p < r) r = p;
+    }
+    return r;
+  }
+
+  push(chunk: Uint8Array): Finding | undefined {
+    if (this.ended) throw inspectError(InspectErrorCode.USAGE, 'push() after end()');
+    if (this.blocked) return this.blocked;
+    const base = this.consumed;
+    this.consumed += chunk.length;
+    let first: Finding | undefined;
+    const n = chunk.length;
+    for (let i = 0; i < n; i++) {
+      const b = chunk[i] as number;
+      let f: Finding | undefined;
+      if (this.dstate === PLAIN) {
+        if (b === PCT || b === BACKSLASH) {
+          this.open(b, base + i);
+          continue;
+        }
+        f = this.emit(this.form && b === PLUS ? 0x20 : b, base + i);
+      } else f = this.decode(b, base + i);
+      if (f) {
+        first ??= f;
+        if (f.action === 'block') return f;
+      }
+    }
+    return first;
+  }
+
+  end(): Finding | undefined {
+    if (this.ended) return this.blocked;
+    if (this.blocked) {
+      this.ended = true;
+      return this.blocked;
+    }
+    let first = this.flushEscape();
+    for (const d of this.detectors()) {
+      const h = d.finish();
+      if (h) {
+        const f = this.record(h);
+        first ??= f;
+      }
+    }
+    this.ended = true;
+    return first;
+  }
+
+  private *detectors(): Generator<Detector> {
+    if (this.digits) yield this.digits;
+    if (this.iban) yield this.iban;
+    if (this.email) yield this.email;
+    if (this.ip) yield this.ip;
+  }
+
+  /** One decoded byte to every detector; returns the first finding it completes. */
+  private emit(b: number, at: number): Finding | undefined {
+    const h1 = this.digits?.step(b, at);
+    const h2 = this.iban?.step(b, at);
+    const h3 = this.email?.step(b, at);
+    const h4 = this.ip?.step(b, at);
+    if (!(h1 || h2 || h3 || h4)) return undefined;
+    let first: Finding | undefined;
+    for (const h of [h1, h2, h3, h4]) {
+      if (!h) continue;
+      const f = this.record(h);
+      first ??= f;
+    }
+    return first;
+  }
+
+  private record(h: Hit): Finding {
+    const f: Finding = { kind: h.kind, offset: h.offset, rule: h.rule, action: this.action };
+    this.total++;
+    if (this.kept.length < MAX_KEPT) this.kept.push(f);
+    if (this.action === 'block') this.blocked ??= f;
+    return f;
+  }
+
+  private open(b: number, at: number): void {
+    this.dstate = b === PCT ? PCT1 : ESC;
+    this.escStart = at;
+    this.escValue = 0;
+    this.held[0] = b;
+    this.heldLen = 1;
+  }
+
+  /** Escape states: `%` + 2 hex digits, or `\` + a JSON escape (`\uXXXX` included). */
+  private decode(b: number, at: number): Finding | undefined {
+    const s = this.dstate;
+    if (s === ESC) {
+      const simple = JSON_SIMPLE[b];
+      if (simple !== undefined) return this.decoded(simple);
+      if (b !== 0x75) return this.abandon(b, at);
+      this.held[this.heldLen++] = b;
+      this.dstate = U0;
+      return undefined;
+    }
+    const v = hexValue(b);
+    if (v < 0) return this.abandon(b, at);
+    this.escValue = this.escValue * 16 + v;
+    if (s === PCT2) return this.decoded(this.escValue);
+    if (s === U0 + 3) return this.decoded(this.escValue < 0x80 ? this.escValue : NON_ASCII);
+    this.held[this.heldLen++] = b;
+    this.dstate = s === PCT1 ? PCT2 : s + 1;
+    return undefined;
+  }
+
+  private decoded(b: number): Finding | undefined {
+    this.dstate = PLAIN;
+    return this.emit(b, this.escStart);
+  }
+
+  /**
+   * Not an escape after all: the bytes held so far are scanned as they are (at their own offsets),
+   * then the current byte starts over in the plain state.
+   */
+  private abandon(b: number, at: number): Finding | undefined {
+    let first = this.flushEscape();
+    if (b === PCT || b === BACKSLASH) this.open(b, at);
+    else {
+      const f = this.emit(this.form && b === PLUS ? 0x20 : b, at);
+      first ??= f;
+    }
+    return first;
+  }
+
+  /** Scans the raw bytes of an unfinished escape (at the end of the body, or when it proved not to be one). */
+  private flushEscape(): Finding | undefined {
+    if (this.dstate === PLAIN) return undefined;
+    this.dstate = PLAIN;
+    let first: Finding | undefined;
+    for (let k = 0; k < this.heldLen; k++) {
+      const f = this.emit(this.held[k] as number, this.escStart + k);
+      first ??= f;
+    }
+    return first;
+  }
+}
