@@ -55,6 +55,29 @@ export class DigitRunDetector implements Detector {
     private readonly ssn: boolean,
   ) {}
 
+  /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
+  scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
+    // Between runs, bytes that are neither digits nor (for the SSN keywords) letters change nothing
+    // but the two-byte look-behind: skip them in a tight loop.
+    const wake = this.ssn ? WORD : DIGIT;
+    let i = 0;
+    while (i < n) {
+      if (this.mode === IDLE && this.wordLen === 0) {
+        const from = i;
+        while (i < n && ((CLASS[buf[i] as number] as number) & wake) === 0) i++;
+        if (i > from) {
+          this.p2 = i - from >= 2 ? (buf[i - 2] as number) : this.p1;
+          this.p1 = buf[i - 1] as number;
+          this.pos += i - from;
+          if (i === n) break;
+        }
+      }
+      const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
+      if (h) out.push(h);
+      i++;
+    }
+  }
+
   step(b: number, at: number): Hit | undefined {
     const c = CLASS[b] as number;
     let hit: Hit | undefined;

@@ -5,7 +5,7 @@
  * IDNA `xn--` label. Quoted local parts, address literals (`a@[10.0.0.1]`) and raw UTF-8 domains are
  * not matched. Only the run before '@' (64 bytes at most) and counters are kept.
  */
-import { CLASS, type Detector, DIGIT, type Hit, LETTER, LOCAL, LOWER, UPPER } from './types.js';
+import { CLASS, type Detector, DIGIT, type Hit, LETTER, LOCAL, LOWER, UPPER, WORD } from './types.js';
 
 const AT = 0x40;
 const DOT = 0x2e;
@@ -29,6 +29,28 @@ export class EmailDetector implements Detector {
   private prevLen = 0;
   private prevAlpha = false;
   private prevXn = 0;
+
+  /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
+  scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
+    for (let i = 0; i < n; i++) {
+      // Outside any local-part run, bytes that cannot start one (nor be '@') change nothing.
+      if (this.state === LOCAL_PART && this.runLen === 0) {
+        while (i < n && ((CLASS[buf[i] as number] as number) & LOCAL) === 0 && buf[i] !== AT) i++;
+        if (i === n) break;
+      } else if (this.state === LOCAL_PART) {
+        // Inside a local-part run, letters and digits only make it longer.
+        const from = i;
+        while (i < n && ((CLASS[buf[i] as number] as number) & WORD) !== 0) i++;
+        if (i > from) {
+          this.runLen += i - from;
+          this.lastDot = false;
+          if (i === n) break;
+        }
+      }
+      const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
+      if (h) out.push(h);
+    }
+  }
 
   step(b: number, at: number): Hit | undefined {
     const c = CLASS[b] as number;

@@ -35,6 +35,22 @@ export class IbanDetector implements Detector {
   private grouped = -1;
   private readonly buf = new Uint8Array(34);
 
+  /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
+  scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
+    for (let i = 0; i < n; i++) {
+      // Between candidates only word boundaries matter: skip in tight loops.
+      if (this.state === SKIP) {
+        while (i < n && (CLASS[buf[i] as number] as number) & WORD) i++;
+        if (i === n) break;
+      } else if (this.state === IDLE) {
+        while (i < n && ((CLASS[buf[i] as number] as number) & WORD) === 0) i++;
+        if (i === n) break;
+      }
+      const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
+      if (h) out.push(h);
+    }
+  }
+
   step(b: number, at: number): Hit | undefined {
     const c = CLASS[b] as number;
     const up = c & LETTER ? b & 0xdf : b;

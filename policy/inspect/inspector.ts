@@ -103,6 +103,10 @@ class StreamInspector implements Inspector {
   /** The raw bytes of the escape being read (at most `\uXXX`), scanned as they are if it is not one. */
   private readonly held = new Uint8Array(6);
   private heldLen = 0;
+  private dec = new Uint8Array(0);
+  private offs = new Float64Array(0);
+  private n = 0;
+  private readonly hits: Hit[] = [];
 
   constructor(
     settings: InspectSettings,
@@ -141,24 +145,16 @@ class StreamInspector implements Inspector {
     if (this.blocked) return this.blocked;
     const base = this.consumed;
     this.consumed += chunk.length;
-    let first: Finding | undefined;
-    const n = chunk.length;
-    for (let i = 0; i < n; i++) {
-      const b = chunk[i] as number;
-      let f: Finding | undefined;
-      if (this.dstate === PLAIN) {
-        if (b === PCT || b === BACKSLASH) {
-          this.open(b, base + i);
-          continue;
-        }
-        f = this.emit(this.form && b === PLUS ? 0x20 : b, base + i);
-      } else f = this.decode(b, base + i);
-      if (f) {
-        first ??= f;
-        if (f.action === 'block') return f;
-      }
-    }
-    return first;
+    // Most bodies carry no escapes: then the detectors read the chunk itself, with no copy.
+    if (
+      this.dstate === PLAIN &&
+      chunk.indexOf(PCT) === -1 &&
+      chunk.indexOf(BACKSLASH) === -1 &&
+      !(this.form && chunk.indexOf(PLUS) !== -1)
+    )
+      return this.scan(chunk, chunk.length, null, base);
+    const n = this.decodeChunk(chunk, base);
+    return this.scan(this.dec, n, this.offs, base);
   }
 
   end(): Finding | undefined {
@@ -167,15 +163,19 @@ class StreamInspector implements Inspector {
       this.ended = true;
       return this.blocked;
     }
-    let first = this.flushEscape();
+    this.ensure(8);
+    this.n = 0;
+    this.flushEscape();
+    let first = this.scan(this.dec, this.n, this.offs, 0);
+    this.ended = true;
+    if (this.blocked) return this.blocked;
+    const hits: Hit[] = [];
     for (const d of this.detectors()) {
       const h = d.finish();
-      if (h) {
-        const f = this.record(h);
-        first ??= f;
-      }
+      if (h) hits.push(h);
     }
-    this.ended = true;
+    const f = this.settle(hits);
+    first ??= f;
     return first;
   }
 
@@ -186,20 +186,29 @@ class StreamInspector implements Inspector {
     if (this.ip) yield this.ip;
   }
 
-  /** One decoded byte to every detector; returns the first finding it completes. */
-  private emit(b: number, at: number): Finding | undefined {
-    const h1 = this.digits?.step(b, at);
-    const h2 = this.iban?.step(b, at);
-    const h3 = this.email?.step(b, at);
-    const h4 = this.ip?.step(b, at);
-    if (!(h1 || h2 || h3 || h4)) return undefined;
+  /** Every detector reads the decoded bytes in its own tight loop; findings are merged in body order. */
+  private scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number): Finding | undefined {
+    if (n === 0) return undefined;
+    const hits = this.hits;
+    hits.length = 0;
+    this.digits?.scan(buf, n, offs, base, hits);
+    this.iban?.scan(buf, n, offs, base, hits);
+    this.email?.scan(buf, n, offs, base, hits);
+    this.ip?.scan(buf, n, offs, base, hits);
+    return hits.length === 0 ? undefined : this.settle(hits);
+  }
+
+  private settle(hits: Hit[]): Finding | undefined {
+    if (hits.length === 0) return undefined;
+    hits.sort((a, b) => a.offset - b.offset);
     let first: Finding | undefined;
-    for (const h of [h1, h2, h3, h4]) {
-      if (!h) continue;
+    for (const h of hits) {
       const f = this.record(h);
       first ??= f;
+      if (this.blocked) break;
     }
-    return first;
+    hits.length = 0;
+    return this.blocked ?? first;
   }
 
   private record(h: Hit): Finding {
@@ -208,6 +217,32 @@ class StreamInspector implements Inspector {
     if (this.kept.length < MAX_KEPT) this.kept.push(f);
     if (this.action === 'block') this.blocked ??= f;
     return f;
+  }
+
+  private ensure(n: number): void {
+    if (this.dec.length >= n) return;
+    this.dec = new Uint8Array(n);
+    this.offs = new Float64Array(n);
+  }
+
+  private put(b: number, at: number): void {
+    this.dec[this.n] = b;
+    this.offs[this.n++] = at;
+  }
+
+  /** Decodes a chunk into `dec`/`offs` (raw offset of each decoded byte); returns the decoded length. */
+  private decodeChunk(chunk: Uint8Array, base: number): number {
+    // A chunk decodes to at most its length plus the 5 bytes an escape held from the previous one.
+    this.ensure(chunk.length + 8);
+    this.n = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i] as number;
+      if (this.dstate === PLAIN) {
+        if (b === PCT || b === BACKSLASH) this.open(b, base + i);
+        else this.put(this.form && b === PLUS ? 0x20 : b, base + i);
+      } else this.decode(b, base + i);
+    }
+    return this.n;
   }
 
   private open(b: number, at: number): void {
@@ -219,7 +254,7 @@ class StreamInspector implements Inspector {
   }
 
   /** Escape states: `%` + 2 hex digits, or `\` + a JSON escape (`\uXXXX` included). */
-  private decode(b: number, at: number): Finding | undefined {
+  private decode(b: number, at: number): void {
     const s = this.dstate;
     if (s === ESC) {
       const simple = JSON_SIMPLE[b];
@@ -227,7 +262,7 @@ class StreamInspector implements Inspector {
       if (b !== 0x75) return this.abandon(b, at);
       this.held[this.heldLen++] = b;
       this.dstate = U0;
-      return undefined;
+      return;
     }
     const v = hexValue(b);
     if (v < 0) return this.abandon(b, at);
@@ -236,37 +271,27 @@ class StreamInspector implements Inspector {
     if (s === U0 + 3) return this.decoded(this.escValue < 0x80 ? this.escValue : NON_ASCII);
     this.held[this.heldLen++] = b;
     this.dstate = s === PCT1 ? PCT2 : s + 1;
-    return undefined;
   }
 
-  private decoded(b: number): Finding | undefined {
+  private decoded(b: number): void {
     this.dstate = PLAIN;
-    return this.emit(b, this.escStart);
+    this.put(b, this.escStart);
   }
 
   /**
    * Not an escape after all: the bytes held so far are scanned as they are (at their own offsets),
    * then the current byte starts over in the plain state.
    */
-  private abandon(b: number, at: number): Finding | undefined {
-    let first = this.flushEscape();
+  private abandon(b: number, at: number): void {
+    this.flushEscape();
     if (b === PCT || b === BACKSLASH) this.open(b, at);
-    else {
-      const f = this.emit(this.form && b === PLUS ? 0x20 : b, at);
-      first ??= f;
-    }
-    return first;
+    else this.put(this.form && b === PLUS ? 0x20 : b, at);
   }
 
-  /** Scans the raw bytes of an unfinished escape (at the end of the body, or when it proved not to be one). */
-  private flushEscape(): Finding | undefined {
-    if (this.dstate === PLAIN) return undefined;
+  /** The raw bytes of an unfinished escape (at the end of the body, or when it proved not to be one). */
+  private flushEscape(): void {
+    if (this.dstate === PLAIN) return;
     this.dstate = PLAIN;
-    let first: Finding | undefined;
-    for (let k = 0; k < this.heldLen; k++) {
-      const f = this.emit(this.held[k] as number, this.escStart + k);
-      first ??= f;
-    }
-    return first;
+    for (let k = 0; k < this.heldLen; k++) this.put(this.held[k] as number, this.escStart + k);
   }
 }

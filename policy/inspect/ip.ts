@@ -24,6 +24,21 @@ export class IpDetector implements Detector {
   private readonly buf = new Uint8Array(MAX);
   private readonly offs = new Float64Array(MAX);
 
+  /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
+  scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
+    for (let i = 0; i < n; i++) {
+      // Outside a run, only a run character (or the byte before it) matters.
+      if (!this.active) {
+        const from = i;
+        while (i < n && ((CLASS[buf[i] as number] as number) & HEX) === 0 && buf[i] !== COLON) i++;
+        if (i > from) this.p1 = buf[i - 1] as number;
+        if (i === n) break;
+      }
+      const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
+      if (h) out.push(h);
+    }
+  }
+
   step(b: number, at: number): Hit | undefined {
     const c = CLASS[b] as number;
     const runChar = (c & HEX) !== 0 || b === COLON || b === DOT;

@@ -29,6 +29,8 @@ export interface Hit {
  * sequence of step() calls as an unsplit one.
  */
 export interface Detector {
+  /** Feeds n decoded bytes (the loop lives in each detector so its step() is inlined). */
+  scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void;
   /** Feed one decoded byte whose encoding starts at raw offset `at`. */
   step(b: number, at: number): Hit | undefined;
   /** The body ended: settle any candidate still open. */
