@@ -258,19 +258,26 @@ class StreamInspector implements Inspector {
     const s = this.dstate;
     if (s === ESC) {
       const simple = JSON_SIMPLE[b];
-      if (simple !== undefined) return this.decoded(simple);
-      if (b !== 0x75) return this.abandon(b, at);
-      this.held[this.heldLen++] = b;
-      this.dstate = U0;
+      if (simple !== undefined) this.decoded(simple);
+      else if (b !== 0x75) this.abandon(b, at);
+      else {
+        this.held[this.heldLen++] = b;
+        this.dstate = U0;
+      }
       return;
     }
     const v = hexValue(b);
-    if (v < 0) return this.abandon(b, at);
+    if (v < 0) {
+      this.abandon(b, at);
+      return;
+    }
     this.escValue = this.escValue * 16 + v;
-    if (s === PCT2) return this.decoded(this.escValue);
-    if (s === U0 + 3) return this.decoded(this.escValue < 0x80 ? this.escValue : NON_ASCII);
-    this.held[this.heldLen++] = b;
-    this.dstate = s === PCT1 ? PCT2 : s + 1;
+    if (s === PCT2) this.decoded(this.escValue);
+    else if (s === U0 + 3) this.decoded(this.escValue < 0x80 ? this.escValue : NON_ASCII);
+    else {
+      this.held[this.heldLen++] = b;
+      this.dstate = s === PCT1 ? PCT2 : s + 1;
+    }
   }
 
   private decoded(b: number): void {
