@@ -28,6 +28,8 @@ export interface Inspector {
   end(): Finding | undefined;
   /** Raw bytes [0, releasable) may be forwarded: no open candidate starts before this offset. */
   readonly releasable: number;
+  /** Raw bytes pushed so far. */
+  readonly consumed: number;
   /** Every finding so far, in order (the first 64; `count` has the total). */
   readonly findings: readonly Finding[];
   readonly count: number;
@@ -96,7 +98,7 @@ class StreamInspector implements Inspector {
   private total = 0;
   private blocked: Finding | undefined;
   private ended = false;
-  private consumed = 0;
+  consumed = 0;
   private dstate = PLAIN;
   private escStart = 0;
   private escValue = 0;
