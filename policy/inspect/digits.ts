@@ -57,14 +57,22 @@ export class DigitRunDetector implements Detector {
 
   /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
   scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
-    // Between runs, bytes that are neither digits nor (for the SSN keywords) letters change nothing
-    // but the two-byte look-behind: skip them in a tight loop.
-    const wake = this.ssn ? WORD : DIGIT;
+    // Between runs, only a digit or the first letter of an SSN keyword (an 's' starting a word)
+    // changes anything but the two-byte look-behind: skip the rest in a tight loop.
+    const ssn = this.ssn;
     let i = 0;
     while (i < n) {
       if (this.mode === IDLE && this.wordLen === 0) {
         const from = i;
-        while (i < n && ((CLASS[buf[i] as number] as number) & wake) === 0) i++;
+        for (; i < n; i++) {
+          const b = buf[i] as number;
+          if ((CLASS[b] as number) & DIGIT) break;
+          if (ssn && (b | 0x20) === 0x73) {
+            const prev = i > 0 ? (buf[i - 1] as number) : this.p1;
+            const pc = CLASS[prev] as number;
+            if ((pc & LETTER) === 0 || (b === 0x53 && (pc & LOWER) !== 0)) break;
+          }
+        }
         if (i > from) {
           this.p2 = i - from >= 2 ? (buf[i - 2] as number) : this.p1;
           this.p1 = buf[i - 1] as number;
