@@ -10,7 +10,7 @@
  * Pins: base64 SHA-256 of the leaf's SubjectPublicKeyInfo (RFC 7469 form), any one
  * matching; checked after the chain and name, so a pin never replaces verification.
  */
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { isIP, type Socket } from 'node:net';
 import tls from 'node:tls';
 import type { TlsSettings } from '../../policy/egress/types.js';
@@ -80,8 +80,9 @@ export function connectUpstreamTls(opts: UpstreamTlsOptions): Promise<tls.TLSSoc
         const nameError = tls.checkServerIdentity(host, cert);
         if (nameError) return nameError;
         if (pins.length > 0) {
-          if (!cert.pubkey) return new Error('pin check: the leaf certificate carries no public key');
-          const pin = createHash('sha256').update(cert.pubkey).digest('base64');
+          // cert.pubkey is the raw EC point for EC keys, not the SPKI: re-derive it from the DER.
+          const spki = new X509Certificate(cert.raw).publicKey.export({ type: 'spki', format: 'der' });
+          const pin = createHash('sha256').update(spki).digest('base64');
           if (!pins.includes(pin)) {
             const e = new Error(
               `pin mismatch: the leaf's SPKI SHA-256 is ${pin}, not one of the ${pins.length} pinned`,
