@@ -126,6 +126,13 @@ function describe(b: ObjectBinding): string {
 }
 
 function messageOf(e: unknown): string {
-  if (isMembraneError(e)) return `${e.message} [${e.code}]`;
+  if (isMembraneError(e)) {
+    // The core already appended '(at where)'; ours names the exchange once, at the end.
+    const own =
+      e.where && e.message.endsWith(` (at ${e.where})`)
+        ? e.message.slice(0, -` (at ${e.where})`.length)
+        : e.message;
+    return `${own} [${e.code}]`;
+  }
   return e instanceof Error ? e.message : String(e);
 }
