@@ -50,6 +50,10 @@ const REASONS: Readonly<Record<string, string>> = {
 
 const PIN_MISMATCH = 'MEMBRANE_PIN_MISMATCH';
 
+/**
+ * Resolves with the verified socket (its handshake error listener removed: the caller
+ * attaches its own), or rejects with UPSTREAM_TLS after destroying both sockets.
+ */
 export function connectUpstreamTls(opts: UpstreamTlsOptions): Promise<tls.TLSSocket> {
   const host = opts.servername.startsWith('[') ? opts.servername.slice(1, -1) : opts.servername;
   const ipHost = isIP(host) !== 0;

@@ -327,6 +327,14 @@ describe('createRunCa', () => {
     }
   });
 
+  for (const permitted of [['10.0.0.0/33'], ['10.0.0.0/x'], ['not a name!'], ['::1/129']]) {
+    test(`a name constraint that is neither a DNS name nor a CIDR is refused: ${permitted[0]}`, async () => {
+      await assert.rejects(createRunCa({ permitted }), (e: unknown) =>
+        isMembraneError(e, HttpErrorCode.RUN_CA),
+      );
+    });
+  }
+
   test('after destroy no leaf is issued', async () => {
     const ca = await createRunCa();
     ca.secureContextFor('before.test');
