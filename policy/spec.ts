@@ -49,7 +49,7 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const NAME_EXPECTED =
   'expected a name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 
-/** Names become file names (`<name>.volume.ready`) and audit subjects, hence the charset. */
+/** Names become file names (`<name>.<kind>.ready`) and audit subjects, hence the charset. */
 const nameField = z.string().regex(NAME_RE, NAME_EXPECTED);
 
 const pathField = z.string().superRefine((p, ctx) => {
@@ -123,7 +123,7 @@ const hex64 = z
   .string()
   .regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 digest: 64 lower-case hexadecimal characters');
 
-/** Object-name patterns for open-mode egress: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
+/** Object-name patterns of open-mode output rules: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
 const globPattern = z.string().superRefine((g, ctx) => {
   if (
     g.length === 0 ||
@@ -350,7 +350,7 @@ const Store = z
       });
   });
 
-const Egress = z
+const OutputRules = z
   .object({
     allow: z.array(globPattern).min(1).optional(),
     maxObjectBytes: z.number().int().positive().optional(),
@@ -361,7 +361,7 @@ const protectionFields = {
   mode: z.enum(['secure', 'trusted', 'open']),
   key: nameField.optional(),
   recipientPublicKey: pathField.optional(),
-  egress: Egress.optional(),
+  outputRules: OutputRules.optional(),
   pinnedManifestDigest: hex64.optional(),
 };
 
@@ -369,7 +369,7 @@ type ProtectionShape = {
   mode: 'secure' | 'trusted' | 'open';
   key?: string;
   recipientPublicKey?: string;
-  egress?: unknown;
+  outputRules?: unknown;
   pinnedManifestDigest?: string;
 };
 
@@ -403,13 +403,13 @@ const SourceProtection = z
         message: 'expected the name of a DEK declared in keys.deks',
       });
     absent(ctx, p, 'recipientPublicKey', 'for a datasource (recipients apply to trusted-mode datasinks)');
-    absent(ctx, p, 'egress', 'for a datasource (egress rules apply to open-mode datasinks)');
+    absent(ctx, p, 'outputRules', 'for a datasource (output rules apply to open-mode datasinks)');
   });
 
 /**
  * A datasink is what the application writes. secure: sealed with the sink's DEK; trusted:
  * sealed to the recipient's RSA public key (only its holder can read it, not even the clean
- * room); open: plaintext, allowed only for object names listed in egress.allow.
+ * room); open: plaintext, allowed only for object names listed in outputRules.allow.
  */
 const SinkProtection = z
   .object(protectionFields)
@@ -429,7 +429,7 @@ const SinkProtection = z
           message: 'expected the name of a DEK declared in keys.deks',
         });
       absent(ctx, p, 'recipientPublicKey', 'with mode "secure" (the sink is sealed with its DEK)');
-      absent(ctx, p, 'egress', 'with mode "secure" (egress rules apply to mode "open")');
+      absent(ctx, p, 'outputRules', 'with mode "secure" (output rules apply to mode "open")');
     } else if (p.mode === 'trusted') {
       if (p.recipientPublicKey === undefined)
         ctx.addIssue({
@@ -438,14 +438,14 @@ const SinkProtection = z
           message: 'expected the recipient\'s RSA public key file (PEM) for mode "trusted"',
         });
       absent(ctx, p, 'key', 'with mode "trusted" (the sink is sealed to recipientPublicKey, not a DEK)');
-      absent(ctx, p, 'egress', 'with mode "trusted" (egress rules apply to mode "open")');
+      absent(ctx, p, 'outputRules', 'with mode "trusted" (output rules apply to mode "open")');
     } else {
       absent(ctx, p, 'key', 'with mode "open" (open sinks are not encrypted)');
       absent(ctx, p, 'recipientPublicKey', 'with mode "open" (open sinks are not encrypted)');
-      if (p.egress?.allow === undefined)
+      if (p.outputRules?.allow === undefined)
         ctx.addIssue({
           code: 'custom',
-          path: ['egress', 'allow'],
+          path: ['outputRules', 'allow'],
           message:
             'expected a list of object-name patterns for mode "open" (plaintext leaves the clean room only under names listed here)',
         });
@@ -646,7 +646,7 @@ function crossCheck(input: unknown): RawIssue[] {
   const identityNames = unique(identities, ['identities'], 'identity');
   const kekNames = unique(keks, ['keys', 'keks'], 'KEK');
   const dekNames = unique(deks, ['keys', 'deks'], 'DEK');
-  // One namespace for volumes: each gets a `<name>.volume.ready` marker.
+  // One namespace for volumes: each gets a `<name>.blob-volume.ready` marker.
   const volumeNames = unique(sources, ['datasources'], 'volume');
   unique(sinks, ['datasinks'], 'volume (datasources and datasinks share one namespace)', volumeNames);
 
@@ -750,14 +750,53 @@ function crossCheck(input: unknown): RawIssue[] {
 const inside = (child: string, parent: string) =>
   child.startsWith(parent.endsWith('/') ? parent : `${parent}/`);
 
+// ------------------------------------------------------------------ deprecated spellings
+
+/**
+ * Protection fields renamed compatibly: the old name is still accepted for one release,
+ * with a warning. `egress` became `outputRules` because "egress" now names the network
+ * proxy's rules (network.http.outbound); a volume's open-mode rules are about objects.
+ */
+const RENAMED_PROTECTION_FIELDS = [{ old: 'egress', now: 'outputRules' }] as const;
+
+/**
+ * A copy of the raw input with deprecated field names replaced by their new ones, one
+ * warning per replacement, and an issue where both spellings are given (ambiguous).
+ */
+function migrateDeprecated(raw: unknown): { value: unknown; warnings: RawIssue[]; issues: RawIssue[] } {
+  const warnings: RawIssue[] = [];
+  const issues: RawIssue[] = [];
+  if (!isObj(raw)) return { value: raw, warnings, issues };
+  const value = structuredClone(raw);
+  for (const list of ['datasources', 'datasinks'] as const) {
+    arr(value[list]).forEach((v, i) => {
+      if (!isObj(v) || !isObj(v.protection)) return;
+      const p = v.protection;
+      for (const { old, now } of RENAMED_PROTECTION_FIELDS) {
+        if (!Object.hasOwn(p, old)) continue;
+        const path = [list, i, 'protection', old];
+        if (Object.hasOwn(p, now))
+          issues.push({ path, message: `expected only ${now} (${old} is its deprecated name), got both` });
+        else {
+          p[now] = p[old];
+          warnings.push({ path, message: `deprecated: renamed to ${now} (accepted for one release)` });
+        }
+        delete p[old];
+      }
+    });
+  }
+  return { value, warnings, issues };
+}
+
 // ------------------------------------------------------------------ parsing and messages
 
 /** An issue as rendered for operators (the shared shape of policy/issues.ts). */
 export type SpecIssue = Issue;
 
+/** `warnings`: deprecated spellings that were accepted (printed by `spec validate` and `up`). */
 export type SpecValidation =
-  | { ok: true; spec: CleanRoomSpec; issues: [] }
-  | { ok: false; issues: SpecIssue[] };
+  | { ok: true; spec: CleanRoomSpec; issues: []; warnings: SpecIssue[] }
+  | { ok: false; issues: SpecIssue[]; warnings: SpecIssue[] };
 
 export { fmtPath };
 
@@ -773,25 +812,40 @@ function isSecretPath(path: ReadonlyArray<PropertyKey>): boolean {
  */
 export function validateSpec(text: string, _fileName?: string): SpecValidation {
   const read = readDocument(text);
-  if (!read.ok) return { ok: false, issues: read.issues };
+  if (!read.ok) return { ok: false, issues: read.issues, warnings: [] };
   const { raw, lineOf } = read;
-  const result = CleanRoomSpec.safeParse(raw);
-  if (result.success) return { ok: true, spec: result.data, issues: [] };
+  const located = (i: RawIssue): SpecIssue => {
+    const line = lineOf(i.path);
+    return { path: fmtPath(i.path), message: i.message, ...(line !== undefined ? { line } : {}) };
+  };
+  const migrated = migrateDeprecated(raw);
+  const warnings = migrated.warnings.map(located);
+  const input = migrated.value;
+  const result = CleanRoomSpec.safeParse(input);
+  if (result.success && migrated.issues.length === 0)
+    return { ok: true, spec: result.data, issues: [], warnings };
 
-  const rawIssues = result.error.issues.flatMap((i) => zodIssueText(i, raw, CleanRoomSpecBase, isSecretPath));
-  // The cross-section rules run inside the schema only when everything else parsed; run
-  // them on the raw input as well so one pass reports every problem.
-  // (When the other problems are only refinements, zod ran them already: skip duplicates.)
-  for (const i of crossCheck(raw)) {
-    const dup = rawIssues.some((r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message));
-    if (!dup)
-      rawIssues.push({
-        path: i.path,
-        message: `${i.message}, got ${describe(at(raw, i.path), i.path, isSecretPath)}`,
-      });
+  const rawIssues = [...migrated.issues];
+  if (!result.success) {
+    rawIssues.push(
+      ...result.error.issues.flatMap((i) => zodIssueText(i, input, CleanRoomSpecBase, isSecretPath)),
+    );
+    // The cross-section rules run inside the schema only when everything else parsed; run
+    // them on the raw input as well so one pass reports every problem.
+    // (When the other problems are only refinements, zod ran them already: skip duplicates.)
+    for (const i of crossCheck(input)) {
+      const dup = rawIssues.some(
+        (r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message),
+      );
+      if (!dup)
+        rawIssues.push({
+          path: i.path,
+          message: `${i.message}, got ${describe(at(input, i.path), i.path, isSecretPath)}`,
+        });
+    }
   }
   // Source order reads best.
-  return { ok: false, issues: renderIssues(rawIssues, lineOf) };
+  return { ok: false, issues: renderIssues(rawIssues, lineOf), warnings };
 }
 
 export function formatSpecIssues(issues: SpecIssue[]): string {
@@ -802,8 +856,13 @@ export function formatSpecIssues(issues: SpecIssue[]): string {
  * Parses and validates a spec; throws MembraneError 'SPEC_INVALID' listing every issue
  * (one per line, `path: expected ..., got ...`). The error also carries `issues`.
  */
-export function parseSpec(text: string, fileName?: string): CleanRoomSpec {
+export function parseSpec(
+  text: string,
+  fileName?: string,
+  opts: { onWarning?: (w: SpecIssue) => void } = {},
+): CleanRoomSpec {
   const v = validateSpec(text, fileName);
+  for (const w of v.warnings) opts.onWarning?.(w);
   if (v.ok) return v.spec;
   const n = v.issues.length;
   throw Object.assign(

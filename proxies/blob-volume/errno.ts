@@ -18,8 +18,8 @@ export const VolumeErrorCode = {
   READ_ONLY: 'VOLUME_READ_ONLY',
   WRITE_ONCE: 'VOLUME_WRITE_ONCE',
   UNREADABLE: 'VOLUME_UNREADABLE',
-  EGRESS_NAME: 'EGRESS_DENIED',
-  EGRESS_SIZE: 'EGRESS_TOO_LARGE',
+  OUTPUT_NAME: 'OUTPUT_DENIED',
+  OUTPUT_SIZE: 'OUTPUT_TOO_LARGE',
   BAD_HANDLE: 'VOLUME_BAD_HANDLE',
   INVALID_NAME: 'VOLUME_INVALID_NAME',
   NOT_SUPPORTED: 'VOLUME_NOT_SUPPORTED',
@@ -44,8 +44,8 @@ const byCode: Record<string, ErrnoName> = {
   [VolumeErrorCode.READ_ONLY]: 'EROFS',
   [VolumeErrorCode.WRITE_ONCE]: 'EACCES',
   [VolumeErrorCode.UNREADABLE]: 'EACCES',
-  [VolumeErrorCode.EGRESS_NAME]: 'EACCES',
-  [VolumeErrorCode.EGRESS_SIZE]: 'EFBIG',
+  [VolumeErrorCode.OUTPUT_NAME]: 'EACCES',
+  [VolumeErrorCode.OUTPUT_SIZE]: 'EFBIG',
   [VolumeErrorCode.BAD_HANDLE]: 'EBADF',
   [VolumeErrorCode.INVALID_NAME]: 'EINVAL',
   [VolumeErrorCode.NOT_SUPPORTED]: 'EPERM',
@@ -92,7 +92,7 @@ export function isExpected(e: unknown): boolean {
   if (!isMembraneError(e)) return false;
   return (
     e.code.startsWith('VOLUME_') ||
-    e.code.startsWith('EGRESS_') ||
+    e.code.startsWith('OUTPUT_') ||
     e.code.startsWith('FORMAT_') ||
     e.code === 'STORE_INVALID_PATH'
   );

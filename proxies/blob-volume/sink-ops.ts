@@ -9,9 +9,9 @@
  *   - objects already in the store that this mount did not write ("foreign"):
  *     write-once, so never overwritten, truncated, renamed or deleted (EACCES);
  *     readable in secure and open mode, unreadable in trusted mode.
- * Open mode adds the egress rules: a name that matches no allowed pattern cannot be
+ * Open mode adds the output rules: a name that matches no allowed pattern cannot be
  * created or renamed to (EACCES), a file cannot grow beyond the size limit (EFBIG);
- * each refusal is an `egress.denied` audit event.
+ * each refusal is an `output.denied` audit event.
  *
  * libfuse (high-level API, without hard_remove) unlinks a file that is still open
  * by renaming it to `.fuse_hidden…` and unlinking that name on release: such a
@@ -19,12 +19,12 @@
  */
 import { MembraneError } from '../../policy/errors.js';
 import type { Committer } from './commit.js';
-import type { EgressPolicy } from './egress.js';
 import { VolumeErrorCode } from './errno.js';
 import type { Attr, FsOps, Statfs } from './fuse-adapter.js';
 import { Handles } from './handles.js';
 import { VolumeEvent } from './hooks.js';
 import type { SourceObject, SourceObjects } from './objects.js';
+import type { OutputRulesPolicy } from './output-rules.js';
 import { baseName, isWithin, join, parentOf, ROOT, rebase } from './paths.js';
 import { ReadAhead } from './read-ahead.js';
 import type { Reporter } from './report.js';
@@ -65,7 +65,7 @@ export interface SinkVolumeParts {
   committer: Committer;
   report: Reporter;
   /** Open mode only. */
-  egress?: EgressPolicy;
+  outputRules?: OutputRulesPolicy;
   stagingDir: string;
   /** A fresh staging cipher (one key per staging file). */
   cipher: () => BlockCipher;
@@ -137,24 +137,24 @@ export class SinkVolume implements FsOps {
   }
 
   private checkName(path: string): void {
-    const eg = this.p.egress;
-    if (eg && !eg.allowsName(path)) {
-      this.p.report.event(VolumeEvent.EGRESS_DENIED, path, { rule: 'name', allow: eg.rules.allow ?? [] });
-      throw err(VolumeErrorCode.EGRESS_NAME, 'egress rules do not allow this object name', path);
+    const rules = this.p.outputRules;
+    if (rules && !rules.allowsName(path)) {
+      this.p.report.event(VolumeEvent.OUTPUT_DENIED, path, { rule: 'name', allow: rules.rules.allow ?? [] });
+      throw err(VolumeErrorCode.OUTPUT_NAME, 'output rules do not allow this object name', path);
     }
   }
 
   private checkSize(path: string, bytes: number): void {
-    const eg = this.p.egress;
-    if (eg && !eg.allowsSize(bytes)) {
-      this.p.report.event(VolumeEvent.EGRESS_DENIED, path, {
+    const rules = this.p.outputRules;
+    if (rules && !rules.allowsSize(bytes)) {
+      this.p.report.event(VolumeEvent.OUTPUT_DENIED, path, {
         rule: 'size',
-        limit: eg.maxObjectBytes,
+        limit: rules.maxObjectBytes,
         attempted: bytes,
       });
       throw err(
-        VolumeErrorCode.EGRESS_SIZE,
-        `egress rules limit objects to ${eg.maxObjectBytes} bytes`,
+        VolumeErrorCode.OUTPUT_SIZE,
+        `output rules limit objects to ${rules.maxObjectBytes} bytes`,
         path,
       );
     }

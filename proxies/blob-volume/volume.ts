@@ -27,6 +27,7 @@ import { type CodecSpec, SourceObjects } from './objects.js';
 import { type ResolvedOptions, resolveOptions, type VolumeOptions } from './options.js';
 import { Reporter } from './report.js';
 import { keyringSealer, plainSealer, type Sealer } from './sealer.js';
+import { OpaqueSinkStore, SinkManifestWriter } from './sink-manifest.js';
 import { type ForeignReader, SinkVolume } from './sink-ops.js';
 import { SourceVolume } from './source-ops.js';
 import { SourceReader } from './source-reader.js';
@@ -56,6 +57,8 @@ class MembraneFuse extends Fuse {
 export interface AssembledVolume {
   ops: SourceVolume | SinkVolume;
   sink?: SinkVolume;
+  /** Sealed datasinks with provenance: this run's signed manifest (written after commits). */
+  manifest?: SinkManifestWriter;
   close(): Promise<void>;
 }
 
@@ -91,6 +94,8 @@ export async function mountVolume(options: VolumeOptions): Promise<MountedVolume
 
   const flush = async () => {
     const failed = (await parts.sink?.flushAll()) ?? [];
+    // What did commit gets its signed manifest even when something else failed.
+    await parts.manifest?.write();
     if (failed.length > 0) {
       throw new MembraneError(
         VolumeErrorCode.COMMIT_FAILED,
@@ -118,8 +123,14 @@ export async function mountVolume(options: VolumeOptions): Promise<MountedVolume
             if ((await mountPoints()).has(fuse.mnt)) unmountError = e;
           },
         );
+        // Releases during the unmount may have committed more: the manifest must list them.
+        let manifestError: unknown;
+        await parts.manifest?.write().catch((e: unknown) => {
+          manifestError = e;
+        });
         await parts.close();
         if (flushError) throw flushError;
+        if (manifestError) throw manifestError;
         if (unmountError) {
           throw new MembraneError(
             VolumeErrorCode.MOUNT_FAILED,
@@ -181,8 +192,21 @@ async function assembleSource(o: ResolvedOptions, report: Reporter): Promise<Ass
 }
 
 async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<AssembledVolume> {
-  const store = metered(o.store, o.metrics);
   const p = o.protection;
+  // Sealed sinks with provenance: opaque store names and a signed manifest (defects 10, 12).
+  const opaque = o.provenance && p.mode !== 'open' ? new OpaqueSinkStore(o.store) : undefined;
+  const store = metered(opaque ?? o.store, o.metrics);
+  let manifest: SinkManifestWriter | undefined;
+  if (opaque && o.provenance && (p.mode === 'secure' || p.mode === 'trusted')) {
+    manifest = new SinkManifestWriter({
+      sink: o.name,
+      mode: p.mode,
+      keyring: p.mode === 'secure' ? p.keyring : p.recipient,
+      store: opaque,
+      provenance: o.provenance,
+    });
+    await manifest.prepare();
+  }
   // Leftovers of commits a crash interrupted: never visible as objects, removed here.
   if (isSweepable(o.store)) {
     const n = await o.store.sweep();
@@ -224,7 +248,7 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     listing,
     committer,
     report,
-    egress: o.egress,
+    outputRules: o.outputRules,
     stagingDir: o.stagingDir,
     cipher: p.mode === 'plaintext-passthrough' ? plainBlockCipher : aeadBlockCipher,
     foreign,
@@ -232,10 +256,12 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
   return {
     ops,
     sink: ops,
+    manifest,
     close: async () => {
       await ops.close();
       objects?.close();
       cache.clear();
+      opaque?.destroy();
     },
   };
 }

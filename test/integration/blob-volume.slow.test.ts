@@ -6,7 +6,7 @@
  * manifest mismatches detected while mounted (EIO + audit), other files still
  * served. Datasinks written by cp, dd, tar and python and read back with
  * `membrane unprotect`; trusted sinks readable only with the recipient's key;
- * open sinks enforcing egress rules. And a process SIGKILLed while a sink is
+ * open sinks enforcing output rules. And a process SIGKILLed while a sink is
  * being written leaves only complete objects, and its stale mount is cleaned by
  * the next mount.
  *
@@ -485,7 +485,7 @@ test('trusted datasink: only the recipient private key opens what was written', 
 });
 
 test(
-  'open datasink: plaintext out under egress rules; violations are EACCES/EFBIG and audited',
+  'open datasink: plaintext out under output rules; violations are EACCES/EFBIG and audited',
   T,
   async () => {
     const ostore = join(base, 'open-store');
@@ -493,7 +493,7 @@ test(
       {
         name: 'public',
         kind: 'datasink',
-        protection: { mode: 'open', egress: { allow: ['*.csv'], maxObjectBytes: 100_000 } },
+        protection: { mode: 'open', outputRules: { allow: ['*.csv'], maxObjectBytes: 100_000 } },
       },
       ostore,
       'open',
@@ -518,7 +518,7 @@ test(
     assert.ok(bigSize <= 100_000, `what was committed respects the limit (${bigSize})`);
     assert.deepEqual((await readdir(ostore)).sort(), ['big.csv', 'ok.csv']);
     const denied = events.filter(
-      (e) => e.type === 'egress.denied' && (e.details as { volume: string }).volume === 'public',
+      (e) => e.type === 'output.denied' && (e.details as { volume: string }).volume === 'public',
     );
     assert.ok(
       denied.some((e) => e.subject === 'secret.txt' && (e.details as { rule: string }).rule === 'name'),

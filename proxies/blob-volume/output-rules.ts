@@ -1,6 +1,7 @@
 /**
- * Egress rules of open-mode datasinks: which object names may leave the enclave
- * unencrypted, and how large an object may grow. Pure; the sink calls it on
+ * Output rules of open-mode datasinks: which object names may leave the enclave
+ * unencrypted, and how large an object may grow. (Not "egress": that word is the
+ * network proxy's.) Pure; the sink calls it on
  * create/rename (names) and write/truncate (sizes).
  *
  * Patterns match the WHOLE object path ('/'-separated, relative to the sink):
@@ -15,7 +16,7 @@
 import { MembraneError } from '../../policy/errors.js';
 import { VolumeErrorCode } from './errno.js';
 
-export interface EgressRules {
+export interface OutputRules {
   /** Glob patterns of allowed object paths; absent = any name. An empty list allows nothing. */
   allow?: string[];
   /** Largest object, in bytes; absent = unlimited. */
@@ -29,7 +30,7 @@ export function compileGlob(pattern: string): RegExp {
   if (pattern === '' || pattern.startsWith('/')) {
     throw new MembraneError(
       VolumeErrorCode.OPTIONS,
-      `egress pattern '${pattern}' must be a non-empty relative path`,
+      `output-rule pattern '${pattern}' must be a non-empty relative path`,
     );
   }
   let re = '';
@@ -48,7 +49,7 @@ export function compileGlob(pattern: string): RegExp {
     else if (c === '[') {
       const close = pattern.indexOf(']', i + 2);
       if (close < 0)
-        throw new MembraneError(VolumeErrorCode.OPTIONS, `egress pattern '${pattern}': unclosed '['`);
+        throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule pattern '${pattern}': unclosed '['`);
       let body = pattern.slice(i + 1, close);
       const negate = body.startsWith('!') || body.startsWith('^');
       if (negate) body = body.slice(1);
@@ -57,7 +58,7 @@ export function compileGlob(pattern: string): RegExp {
       i = close;
     } else if (c === '{') {
       if (inBraces)
-        throw new MembraneError(VolumeErrorCode.OPTIONS, `egress pattern '${pattern}': nested '{'`);
+        throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule pattern '${pattern}': nested '{'`);
       inBraces = true;
       re += '(?:';
     } else if (c === '}' && inBraces) {
@@ -66,21 +67,22 @@ export function compileGlob(pattern: string): RegExp {
     } else if (c === ',' && inBraces) re += '|';
     else re += special.test(c) || c === '{' || c === '}' || c === ']' ? `\\${c}` : c;
   }
-  if (inBraces) throw new MembraneError(VolumeErrorCode.OPTIONS, `egress pattern '${pattern}': unclosed '{'`);
+  if (inBraces)
+    throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule pattern '${pattern}': unclosed '{'`);
   return new RegExp(`^${re}$`, 'u');
 }
 
-export class EgressPolicy {
+export class OutputRulesPolicy {
   private readonly patterns: RegExp[] | undefined;
   readonly maxObjectBytes: number;
 
-  constructor(readonly rules: EgressRules) {
+  constructor(readonly rules: OutputRules) {
     this.patterns = rules.allow?.map(compileGlob);
     const max = rules.maxObjectBytes;
     if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {
       throw new MembraneError(
         VolumeErrorCode.OPTIONS,
-        `egress maxObjectBytes must be a non-negative integer, got ${max}`,
+        `output rules: maxObjectBytes must be a non-negative integer, got ${max}`,
       );
     }
     this.maxObjectBytes = max ?? Number.POSITIVE_INFINITY;
