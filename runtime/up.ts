@@ -22,6 +22,7 @@ import { GovernanceClient } from './governance.js';
 import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
 import { startTelemetry } from './telemetry.js';
+import { unmountFailureEvent } from './volume-failures.js';
 
 export interface UpOptions {
   /** Application command from the CLI (after `--`); overrides spec.application.command. */
@@ -51,7 +52,9 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   let keys: KeyBundle | undefined;
   let health: Health | undefined;
 
-  const teardown = async (reason: string, exitCode: number | undefined) => {
+  /** Returns false when a volume could not commit or unmount: `membrane up` then exits 1 (defect 3). */
+  const teardown = async (reason: string, exitCode: number | undefined): Promise<boolean> => {
+    let clean = true;
     health?.setStopping();
     // Unmount drains pending datasink commits first; do sinks before sources so
     // outputs are committed even if a source unmount hangs.
@@ -61,8 +64,9 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
         await rm(join(spec.runtime.statusDir, `${v.name}.volume.ready`), { force: true });
         audit.emit({ type: 'volume.unmounted', subject: v.name });
       } catch (e) {
+        clean = false;
         audit.emit({
-          type: 'volume.unmount_failed',
+          type: unmountFailureEvent(e),
           subject: v.name,
           details: { error: (e as Error).message },
         });
@@ -75,6 +79,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
     await audit.close();
     await telemetry.shutdown();
     await health?.close();
+    return clean;
   };
 
   // ---- start: everything before readiness fails closed
@@ -157,8 +162,8 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   } else {
     reason = await waitForSignal();
   }
-  await teardown(reason, exitCode);
-  return exitCode;
+  const clean = await teardown(reason, exitCode);
+  return clean || exitCode !== 0 ? exitCode : 1;
 }
 
 function attestationSummary(

@@ -18,6 +18,7 @@
  * rename detaches the file (its object is deleted, it is never committed again).
  */
 import { MembraneError } from '../../policy/errors.js';
+import { MANIFEST_NAME } from '../../policy/manifest.js';
 import type { Committer } from './commit.js';
 import type { EgressPolicy } from './egress.js';
 import { VolumeErrorCode } from './errno.js';
@@ -71,6 +72,20 @@ export interface SinkVolumeParts {
   cipher: () => BlockCipher;
   /** Reads objects this mount did not write; absent when the sink cannot read them (trusted). */
   foreign?: ForeignReader;
+}
+
+/**
+ * Names Membrane keeps for itself in a sink (issue 12, defect 11): any segment starting
+ * with `.membrane-` (store temp files `.membrane-tmp-*`, hidden from listings and swept
+ * at the next mount) and `manifest.json` at the root (read by `membrane unprotect`).
+ */
+export const RESERVED_SEGMENT_PREFIX = '.membrane-';
+export const RESERVED_ROOT_NAMES: readonly string[] = [MANIFEST_NAME];
+
+export function isReservedName(path: string): boolean {
+  return (
+    RESERVED_ROOT_NAMES.includes(path) || path.split('/').some((s) => s.startsWith(RESERVED_SEGMENT_PREFIX))
+  );
 }
 
 const err = (code: string, message: string, path: string) =>
@@ -136,12 +151,39 @@ export class SinkVolume implements FsOps {
     if (parent.kind !== 'dir') throw err(VolumeErrorCode.NOT_DIR, 'not a directory', parentOf(path));
   }
 
+  /**
+   * Every name the app gives (create, mkdir, rename): one the store cannot hold fails
+   * now with ENAMETOOLONG instead of at commit (defect 3); Membrane's own names fail
+   * with EACCES (defect 11); open sinks then apply their egress rules.
+   */
   private checkName(path: string): void {
+    this.checkLength(path);
+    if (isReservedName(path)) {
+      this.p.report.event(VolumeEvent.NAME_RESERVED, path);
+      throw err(VolumeErrorCode.RESERVED_NAME, 'this name is reserved for Membrane', path);
+    }
     const eg = this.p.egress;
     if (eg && !eg.allowsName(path)) {
       this.p.report.event(VolumeEvent.EGRESS_DENIED, path, { rule: 'name', allow: eg.rules.allow ?? [] });
       throw err(VolumeErrorCode.EGRESS_NAME, 'egress rules do not allow this object name', path);
     }
+  }
+
+  private checkLength(path: string): void {
+    const lim = this.p.store.limits;
+    if (!lim) return;
+    const segs = path.split('/');
+    const why =
+      Buffer.byteLength(path) > lim.pathBytes
+        ? `paths in this store hold at most ${lim.pathBytes} bytes`
+        : segs.length > lim.segments
+          ? `paths in this store have at most ${lim.segments} segments`
+          : segs.some((s) => Buffer.byteLength(s) > lim.segmentBytes)
+            ? `names in this store hold at most ${lim.segmentBytes} bytes`
+            : undefined;
+    if (why === undefined) return;
+    this.p.report.event(VolumeEvent.NAME_TOO_LONG, path.slice(0, 256), { bytes: Buffer.byteLength(path) });
+    throw err(VolumeErrorCode.NAME_TOO_LONG, why, path.slice(0, 256));
   }
 
   private checkSize(path: string, bytes: number): void {
@@ -195,6 +237,11 @@ export class SinkVolume implements FsOps {
     const snap = await this.p.listing.snapshot();
     if (this.resolve(path, snap).kind !== 'none') throw err(VolumeErrorCode.EXISTS, 'already exists', path);
     await this.parentDir(path, snap);
+    this.checkLength(path);
+    if (isReservedName(path)) {
+      this.p.report.event(VolumeEvent.NAME_RESERVED, path);
+      throw err(VolumeErrorCode.RESERVED_NAME, 'this name is reserved for Membrane', path);
+    }
     this.dirs.add(path);
     this.addLocal(path);
   }
@@ -462,6 +509,11 @@ export class SinkVolume implements FsOps {
       if (isWithin(p, src) && this.resolve(p, snap).kind === 'foreign') throw writeOnce(p);
     }
     const moving = [...this.files.values()].filter((f) => !f.detached && isWithin(f.path, src));
+    this.checkLength(dst);
+    if (isReservedName(dst)) {
+      this.p.report.event(VolumeEvent.NAME_RESERVED, dst);
+      throw err(VolumeErrorCode.RESERVED_NAME, 'this name is reserved for Membrane', dst);
+    }
     for (const f of moving) this.checkName(rebase(f.path, src, dst));
     if (d.kind === 'dir') {
       this.dirs.delete(dst);
@@ -500,6 +552,8 @@ export class SinkVolume implements FsOps {
   }
 
   async close(): Promise<void> {
+    // From here on nothing is committed: keys may be zeroed next (defect 6).
+    this.p.committer.close();
     for (const h of this.handles.values()) {
       if (h.kind !== 'source') continue;
       h.obj.closeHandle();

@@ -182,6 +182,8 @@ export async function mountVolume(options: VolumeOptions): Promise<MountedVolume
 }
 
 async function assembleSource(o: ResolvedOptions, report: Reporter): Promise<AssembledVolume> {
+  // A missing store or a file in its place would mount an empty datasource (defect 13).
+  await o.store.probe?.(true);
   const store = metered(o.store, o.metrics);
   const p = o.protection;
   const manifest = o.pinnedManifest ? await loadPinnedManifest(store, o.pinnedManifest, o.name) : undefined;
@@ -226,6 +228,8 @@ async function assembleSource(o: ResolvedOptions, report: Reporter): Promise<Ass
 }
 
 async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<AssembledVolume> {
+  // A sink may create its store on first commit, but a file in its place fails every commit.
+  await o.store.probe?.(false);
   const store = metered(o.store, o.metrics);
   const p = o.protection;
   // Leftovers of commits a crash interrupted: never visible as objects, removed here.
