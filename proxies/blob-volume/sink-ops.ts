@@ -34,6 +34,7 @@ import { notFound } from './source-ops.js';
 import type { SourceReader } from './source-reader.js';
 import { Staging } from './staging.js';
 import type { BlockCipher } from './staging-cipher.js';
+import type { FdPool } from './staging-fds.js';
 import type { BlobInfo, BlobStore } from './store/types.js';
 import type { Listing, TreeSnapshot } from './tree.js';
 
@@ -68,6 +69,8 @@ export interface SinkVolumeParts {
   /** Open mode only. */
   egress?: EgressPolicy;
   stagingDir: string;
+  /** Staging descriptors, shared by this sink's files (bounded; defect 6). */
+  fds?: FdPool;
   /** A fresh staging cipher (one key per staging file). */
   cipher: () => BlockCipher;
   /** Reads objects this mount did not write; absent when the sink cannot read them (trusted). */
@@ -282,7 +285,11 @@ export class SinkVolume implements FsOps {
     if (r.kind === 'dir') throw err(VolumeErrorCode.IS_DIR, 'is a directory', path);
     if (r.kind === 'foreign') throw writeOnce(path);
     this.checkName(path);
-    const staging = await Staging.create({ dir: this.p.stagingDir, cipher: this.p.cipher() });
+    const staging = await Staging.create({
+      dir: this.p.stagingDir,
+      cipher: this.p.cipher(),
+      fds: this.p.fds,
+    });
     const raced = this.files.get(path);
     if (raced) {
       await staging.close();

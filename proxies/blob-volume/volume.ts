@@ -33,6 +33,7 @@ import { SourceVolume } from './source-ops.js';
 import { SourceReader } from './source-reader.js';
 import { STAGING_PREFIX } from './staging.js';
 import { aeadBlockCipher, plainBlockCipher } from './staging-cipher.js';
+import { FdPool } from './staging-fds.js';
 import { Listing } from './tree.js';
 
 export interface MountedVolume {
@@ -275,6 +276,7 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     report,
     egress: o.egress,
     stagingDir: o.stagingDir,
+    fds: new FdPool(o.stagingFds),
     cipher: p.mode === 'plaintext-passthrough' ? plainBlockCipher : aeadBlockCipher,
     foreign,
   });
