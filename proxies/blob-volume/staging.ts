@@ -84,7 +84,8 @@ export class Staging {
 
   static async create(opts: StagingOptions): Promise<Staging> {
     const path = join(opts.dir, STAGING_PREFIX + randomBytes(12).toString('hex'));
-    const fds = opts.fds ?? (defaultPool ??= new FdPool());
+    if (!opts.fds && !defaultPool) defaultPool = new FdPool();
+    const fds = opts.fds ?? defaultPool!;
     const s = new Staging(path, opts.cipher, opts, fds);
     await fds.create(s.file);
     return s;
