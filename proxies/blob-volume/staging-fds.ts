@@ -22,6 +22,8 @@ export class FdPool {
   private readonly fds = new Map<PooledFile, FileHandle>();
   private readonly busy = new Map<PooledFile, number>();
   private opening = 0;
+  /** Files being reopened: one open per file at a time, never two descriptors for one file. */
+  private readonly reopening = new Map<PooledFile, Promise<void>>();
   private readonly waiters: (() => void)[] = [];
 
   constructor(readonly max = DEFAULT_STAGING_FDS) {
@@ -75,15 +77,30 @@ export class FdPool {
         this.busy.set(f, (this.busy.get(f) ?? 0) + 1);
         return fh;
       }
-      await this.room();
-      if (this.fds.has(f)) continue; // another caller reopened it meanwhile
-      this.opening++;
-      try {
-        // O_NOFOLLOW: the staging directory is ours (0700), but never follow a planted link.
-        this.fds.set(f, await open(f.path, constants.O_RDWR | constants.O_NOFOLLOW));
-      } finally {
-        this.opening--;
+      const pending = this.reopening.get(f);
+      if (pending) {
+        // Another I/O call of the same file is reopening it: share that descriptor.
+        await pending.catch(() => {});
+        continue;
       }
+      const reopen = this.reopen(f);
+      this.reopening.set(f, reopen);
+      try {
+        await reopen;
+      } finally {
+        this.reopening.delete(f);
+      }
+    }
+  }
+
+  private async reopen(f: PooledFile): Promise<void> {
+    await this.room();
+    this.opening++;
+    try {
+      // O_NOFOLLOW: the staging directory is ours (0700), but never follow a planted link.
+      this.fds.set(f, await open(f.path, constants.O_RDWR | constants.O_NOFOLLOW));
+    } finally {
+      this.opening--;
     }
   }
 
