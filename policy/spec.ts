@@ -27,6 +27,7 @@ import { isAbsolute, posix, resolve } from 'node:path';
 import { z } from 'zod';
 import { EgressPolicyBase, egressCrossCheck, mapEgressPolicyPaths } from './egress/schema.js';
 import { MembraneError } from './errors.js';
+import { compileGlob } from './glob.js';
 import {
   at,
   describe,
@@ -58,15 +59,42 @@ const pathField = z.string().superRefine((p, ctx) => {
     ctx.addIssue({ code: 'custom', message: 'expected a path without NUL characters' });
 });
 
-/** Mount points and directories the runtime creates: absolute, normalised, not "/". */
+/**
+ * Mount points and directories the runtime creates: absolute, normalised, not "/", and
+ * spelled from a conservative character set (issue 12, defects 1 and 5). These paths
+ * reach fusermount, /proc/self/mountinfo (which escapes whitespace) and operators'
+ * shells; a control character, quote, "$", backtick or other shell syntax in them is
+ * never needed and has been used for command injection at unmount.
+ */
+const hasControlChar = (p: string) =>
+  Array.from(p).some((c) => {
+    const n = c.codePointAt(0)!;
+    return n < 0x20 || (n >= 0x7f && n <= 0x9f);
+  });
+const MOUNT_SEGMENT = /^[A-Za-z0-9._@+=,~%:-]+$/;
 const absPath = z.string().superRefine((p, ctx) => {
   if (!p.startsWith('/'))
     ctx.addIssue({ code: 'custom', message: 'expected an absolute path (starting with "/")' });
-  else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p || p.includes('\0'))
+  else if (hasControlChar(p))
+    ctx.addIssue({ code: 'custom', message: 'expected a path without control characters' });
+  else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p)
     ctx.addIssue({
       code: 'custom',
       message: 'expected a normalised absolute path other than "/" (no "//", ".", ".." or trailing "/")',
     });
+  else if (
+    !p
+      .slice(1)
+      .split('/')
+      .every((seg) => MOUNT_SEGMENT.test(seg))
+  )
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        'expected path segments of letters, digits and . _ - @ + = , ~ % : only (no spaces, quotes or shell syntax)',
+    });
+  else if (p.length > 1024 || p.split('/').some((seg) => seg.length > 255))
+    ctx.addIssue({ code: 'custom', message: 'expected at most 1024 bytes, 255 per segment' });
 });
 
 function urlField(opts: { noQuery?: string } = {}) {
@@ -135,6 +163,13 @@ const globPattern = z.string().superRefine((g, ctx) => {
       code: 'custom',
       message: 'expected a relative object-name pattern (no leading "/", no "." or ".." segments)',
     });
+  else {
+    try {
+      compileGlob(g);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `expected a valid glob: ${(e as Error).message}` });
+    }
+  }
 });
 
 // ------------------------------------------------------------------ sections

@@ -16,11 +16,13 @@ export { decisionLine, type EgressDecisionRecord } from './record.js';
 export {
   type CompiledEgressPolicy,
   compileEgressPolicy,
+  compilePathGlob,
   DEFAULT_ALLOW_PORTS,
   decideAddress,
   decideRequest,
   type EgressPolicyFileContents,
   normalisePath,
+  type PathGlob,
 } from './rules.js';
 export {
   type EgressAllowRule,

@@ -23,7 +23,7 @@
  */
 import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
-import { compileGlob, type Glob } from '../glob.js';
+import { compileGlob } from '../glob.js';
 import type { Issue } from '../issues.js';
 import {
   type AddressPattern,
@@ -64,6 +64,24 @@ type HostMatcher =
   | { readonly kind: 'suffix'; readonly suffix: string }
   | { readonly kind: 'address'; readonly pattern: AddressPattern };
 
+/** A request-path matcher: policy/glob.ts globs, written with the path's leading "/". */
+export interface PathGlob {
+  readonly source: string;
+  matches(path: string): boolean;
+}
+
+/**
+ * Compiles a path pattern (`/v1/**`, `/items/*.json`) with the shared linear-time globs of
+ * policy/glob.ts, which match relative paths: the leading "/" is matched literally here.
+ * Throws GLOB_SYNTAX on a malformed pattern (the schema reports it first).
+ */
+export function compilePathGlob(pattern: string): PathGlob {
+  if (!pattern.startsWith('/')) return { source: pattern, matches: () => false };
+  if (pattern === '/') return { source: pattern, matches: (p) => p === '/' };
+  const g = compileGlob(pattern.slice(1));
+  return { source: pattern, matches: (p) => p.startsWith('/') && g.test(p.slice(1)) };
+}
+
 interface PortSpan {
   readonly lo: number;
   readonly hi: number;
@@ -75,7 +93,7 @@ interface CompiledRule {
   /** undefined = any port. */
   readonly ports: readonly PortSpan[] | undefined;
   readonly methods: ReadonlySet<string> | undefined;
-  readonly paths: readonly Glob[] | undefined;
+  readonly paths: readonly PathGlob[] | undefined;
   readonly report: boolean;
 }
 
@@ -144,7 +162,7 @@ function baseRule(
     host: hostMatcher(r.host),
     ports: portSpans(r.ports) ?? defaultPorts?.map((p) => ({ lo: p, hi: p })),
     methods: r.methods ? new Set(r.methods) : undefined,
-    paths: r.paths?.map((p) => compileGlob(p)),
+    paths: r.paths?.map((p) => compilePathGlob(p)),
     report: r.action === 'report',
   };
 }

@@ -16,6 +16,7 @@
  */
 import { z } from 'zod';
 import { MembraneError } from '../errors.js';
+import { compileGlob } from '../glob.js';
 import {
   formatIssues,
   type Issue,
@@ -72,7 +73,10 @@ const method = z
   .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/, 'expected an HTTP method such as GET or POST')
   .transform((m) => m.toUpperCase());
 
-/** Path globs: `*` within one segment, `**` across segments, `?` one character. */
+/**
+ * Path globs (policy/glob.ts syntax, written with the leading "/"): `*` within one segment,
+ * `**` across segments, `?` one character, `[a-z]` classes, `{a,b}` alternatives.
+ */
 const pathGlob = z.string().superRefine((p, ctx) => {
   if (!p.startsWith('/') || p.length > 512)
     ctx.addIssue({
@@ -86,6 +90,13 @@ const pathGlob = z.string().superRefine((p, ctx) => {
     });
   else if (/\*{3,}/.test(p))
     ctx.addIssue({ code: 'custom', message: 'expected "*" or "**", not three or more stars in a row' });
+  else if (p !== '/') {
+    try {
+      compileGlob(p.slice(1));
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `expected a valid path glob: ${(e as Error).message}` });
+    }
+  }
 });
 
 const pathField = z.string().superRefine((p, ctx) => {

@@ -30,6 +30,12 @@ export const VolumeErrorCode = {
   COMMIT_FAILED: 'VOLUME_COMMIT_FAILED',
   MOUNT_FAILED: 'VOLUME_MOUNT_FAILED',
   OPTIONS: 'VOLUME_OPTIONS',
+  /** A name longer than the store can hold (issue 12, defect 3). */
+  NAME_TOO_LONG: 'VOLUME_NAME_TOO_LONG',
+  /** A name Membrane keeps for itself (issue 12, defect 11). */
+  RESERVED_NAME: 'VOLUME_RESERVED_NAME',
+  /** The volume is closing or closed: nothing more is committed (issue 12, defect 6). */
+  CLOSED: 'VOLUME_CLOSED',
 } as const;
 
 type ErrnoName = keyof typeof constants.errno;
@@ -54,6 +60,9 @@ const byCode: Record<string, ErrnoName> = {
   [VolumeErrorCode.OBJECT_CHANGED]: 'EIO',
   [VolumeErrorCode.STAGING_AUTH]: 'EIO',
   [VolumeErrorCode.COMMIT_FAILED]: 'EIO',
+  [VolumeErrorCode.NAME_TOO_LONG]: 'ENAMETOOLONG',
+  [VolumeErrorCode.RESERVED_NAME]: 'EACCES',
+  [VolumeErrorCode.CLOSED]: 'EIO',
   STORE_INVALID_PATH: 'EINVAL',
 };
 

@@ -39,6 +39,10 @@ export const VolumeEvent = {
   COMMITTED: 'object.committed',
   COMMIT_FAILED: 'object.commit_failed',
   DELETED: 'object.deleted',
+  /** The app tried to create or rename to a name Membrane reserves. */
+  NAME_RESERVED: 'name.reserved',
+  /** The app tried to create or rename to a name the store cannot hold. */
+  NAME_TOO_LONG: 'name.too_long',
 } as const;
 
 /** An audit sink that tags every event with the volume and never lets the sink's failure escape. */

@@ -60,6 +60,8 @@ export interface VolumeOptions {
   readAheadFrames?: number;
   /** Where datasinks stage files, encrypted (default <tmpdir>/membrane-staging). */
   stagingDir?: string;
+  /** Datasinks: most staging files open at once (default 128); idle ones are closed and reopened. */
+  stagingFds?: number;
   /** Datasinks: frame length of committed objects. Open/passthrough: read granularity. Default 64 KiB. */
   frameLength?: number;
   /** How long a directory listing is reused (default 3000 ms). */
@@ -89,6 +91,7 @@ export interface ResolvedOptions {
   cacheBytes: number;
   readAheadFrames: (frameLength: number) => number;
   stagingDir: string;
+  stagingFds: number;
   frameLength: number;
   listingTtlMs: number;
   allowOther: boolean;
@@ -168,6 +171,7 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
     cacheBytes,
     readAheadFrames: (F) => raFixed ?? Math.max(2, Math.ceil(READ_AHEAD_BYTES / F)),
     stagingDir,
+    stagingFds: int('stagingFds', o.stagingFds, 128, 1, 1 << 16),
     frameLength,
     listingTtlMs,
     allowOther: o.allowOther === true,

@@ -12,8 +12,11 @@
  *   {csv,json}           one of the comma-separated alternatives (not nested)
  * So 'reports/*.csv' allows reports/q1.csv but not reports/2024/q1.csv, and a
  * double star, a slash and '*.csv' allows a CSV at any depth, the top level included.
+ * Matching is linear in the name (policy/glob.ts): a crafted name cannot stall the
+ * main thread that serves every mount.
  */
-import { MembraneError } from '../../policy/errors.js';
+import { isMembraneError, MembraneError } from '../../policy/errors.js';
+import { compileGlob as compilePolicyGlob, type Glob } from '../../policy/glob.js';
 import { VolumeErrorCode } from './errno.js';
 
 export interface OutputRules {
@@ -23,57 +26,18 @@ export interface OutputRules {
   maxObjectBytes?: number;
 }
 
-const special = /[\\^$.|+()]/;
-
-/** Compiles one glob to an anchored RegExp; throws VOLUME_OPTIONS on malformed patterns. */
-export function compileGlob(pattern: string): RegExp {
-  if (pattern === '' || pattern.startsWith('/')) {
-    throw new MembraneError(
-      VolumeErrorCode.OPTIONS,
-      `output-rule pattern '${pattern}' must be a non-empty relative path`,
-    );
+/** Compiles one glob (policy/glob.ts: linear-time matching); throws VOLUME_OPTIONS on malformed patterns. */
+export function compileGlob(pattern: string): Glob {
+  try {
+    return compilePolicyGlob(pattern);
+  } catch (e) {
+    if (!isMembraneError(e)) throw e;
+    throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule ${e.message}`, { cause: e });
   }
-  let re = '';
-  let inBraces = false;
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '*') {
-      if (pattern[i + 1] === '*') {
-        i++;
-        if (pattern[i + 1] === '/') {
-          i++;
-          re += '(?:.*/)?'; // '**/' : zero or more whole directories
-        } else re += '.*';
-      } else re += '[^/]*';
-    } else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const close = pattern.indexOf(']', i + 2);
-      if (close < 0)
-        throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule pattern '${pattern}': unclosed '['`);
-      let body = pattern.slice(i + 1, close);
-      const negate = body.startsWith('!') || body.startsWith('^');
-      if (negate) body = body.slice(1);
-      body = body.replace(/[\\\]^]/g, (m) => `\\${m}`);
-      re += negate ? `[^/${body}]` : `(?!/)[${body}]`;
-      i = close;
-    } else if (c === '{') {
-      if (inBraces)
-        throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule pattern '${pattern}': nested '{'`);
-      inBraces = true;
-      re += '(?:';
-    } else if (c === '}' && inBraces) {
-      inBraces = false;
-      re += ')';
-    } else if (c === ',' && inBraces) re += '|';
-    else re += special.test(c) || c === '{' || c === '}' || c === ']' ? `\\${c}` : c;
-  }
-  if (inBraces)
-    throw new MembraneError(VolumeErrorCode.OPTIONS, `output-rule pattern '${pattern}': unclosed '{'`);
-  return new RegExp(`^${re}$`, 'u');
 }
 
 export class OutputRulesPolicy {
-  private readonly patterns: RegExp[] | undefined;
+  private readonly patterns: Glob[] | undefined;
   readonly maxObjectBytes: number;
 
   constructor(readonly rules: OutputRules) {

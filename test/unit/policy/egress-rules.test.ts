@@ -3,10 +3,14 @@ import { test } from 'node:test';
 import { checkEgress } from '../../../policy/egress/check-egress.js';
 import { normaliseHost } from '../../../policy/egress/host.js';
 import { decisionLine } from '../../../policy/egress/record.js';
-import { compileEgressPolicy, decideRequest, normalisePath } from '../../../policy/egress/rules.js';
+import {
+  compileEgressPolicy,
+  compilePathGlob,
+  decideRequest,
+  normalisePath,
+} from '../../../policy/egress/rules.js';
 import { parseEgressPolicy } from '../../../policy/egress/schema.js';
 import type { EgressRequest } from '../../../policy/egress/types.js';
-import { compileGlob } from '../../../policy/glob.js';
 
 test('hosts are normalised before matching: case, trailing dot, IDNA, brackets, IPv4 literal forms', () => {
   const rows: Array<[string, string, 'name' | 'ipv4' | 'ipv6']> = [
@@ -73,7 +77,7 @@ test('paths are normalised: unreserved escapes decoded, queries cut, dot segment
     assert.equal(normalisePath(bad).ok, false, bad);
 });
 
-test('path globs: * stays in a segment, ** crosses segments, ? is one character; hostile input stays linear', () => {
+test('path globs: * stays in a segment, ** crosses segments, ? is one character, classes and alternatives; hostile input stays linear', () => {
   const rows: Array<[string, string, boolean]> = [
     ['/api/*', '/api/x', true],
     ['/api/*', '/api/x/y', false],
@@ -88,9 +92,15 @@ test('path globs: * stays in a segment, ** crosses segments, ? is one character;
     ['/exact', '/exact', true],
     ['/exact', '/exact/', false],
     ['/*.json', '/a.json', true],
+    ['/', '/', true],
+    ['/', '/a', false],
+    ['/v[12]/x', '/v2/x', true],
+    ['/{a,b}/x', '/b/x', true],
+    ['/api/**/items', '/api/items', true],
     ['/**/a/**/a/**/c', `/${'a/'.repeat(5000)}b`, false],
   ];
-  for (const [g, s, want] of rows) assert.equal(compileGlob(g).matches(s), want, `${g} ~ ${s.slice(0, 30)}`);
+  for (const [g, s, want] of rows)
+    assert.equal(compilePathGlob(g).matches(s), want, `${g} ~ ${s.slice(0, 30)}`);
 });
 
 const POLICY = `
