@@ -90,6 +90,8 @@ const blobVolume: KindCase = {
   async failures(tmp) {
     const busy = join(tmp, 'busy');
     await mkdir(busy, { recursive: true });
+    // The store must exist (a missing datasource store is its own refusal, STORE_NOT_FOUND).
+    await mkdir(join(tmp, 'store'), { recursive: true });
     await writeFile(join(busy, 'something'), 'x');
     const dek = randomBytes(32);
     return [
