@@ -230,8 +230,10 @@ export class DigitRunDetector implements Detector {
     if (n !== 8 || !this.wordIs(e - 8, 'security')) return false;
     // `social` must end where `security` starts (camelCase) or one byte before it.
     const s = e - 8;
-    return (this.wordEndingAt(s) === 6 && this.wordIs(s - 6, 'social')) ||
-      (this.wordEndingAt(s - 1) === 6 && this.wordIs(s - 7, 'social'));
+    return (
+      (this.wordEndingAt(s) === 6 && this.wordIs(s - 6, 'social')) ||
+      (this.wordEndingAt(s - 1) === 6 && this.wordIs(s - 7, 'social'))
+    );
   }
 
   private wordIs(from: number, w: string): boolean {

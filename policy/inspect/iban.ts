@@ -38,12 +38,18 @@ export class IbanDetector implements Detector {
   /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
   scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
     for (let i = 0; i < n; i++) {
-      // Between candidates only word boundaries matter: skip in tight loops.
-      if (this.state === SKIP) {
-        while (i < n && (CLASS[buf[i] as number] as number) & WORD) i++;
-        if (i === n) break;
-      } else if (this.state === IDLE) {
-        while (i < n && ((CLASS[buf[i] as number] as number) & WORD) === 0) i++;
+      // Between candidates only word boundaries matter, and a word can start one only with a
+      // letter: follow IDLE and SKIP here (what step() does for them), step() from a letter on.
+      let s = this.state;
+      if (s === IDLE || s === SKIP) {
+        for (; i < n; i++) {
+          const c = CLASS[buf[i] as number] as number;
+          if (s === SKIP) {
+            if ((c & WORD) === 0) s = IDLE;
+          } else if (c & DIGIT) s = SKIP;
+          else if (c & LETTER) break;
+        }
+        this.state = s;
         if (i === n) break;
       }
       const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);

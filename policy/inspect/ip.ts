@@ -6,7 +6,7 @@
  * '.' or ':' is punctuation, one leading ':' a separator (`host:10.0.0.1`). At most 48 characters
  * are kept: longer runs (hashes, MAC tables) are not addresses.
  */
-import { CLASS, type Detector, HEX, type Hit, LETTER } from './types.js';
+import { CLASS, type Detector, HEX, type Hit, IP_RUN, LETTER } from './types.js';
 import { ipv6Groups, isIpv4 } from './validators.js';
 
 const COLON = 0x3a;
@@ -22,32 +22,50 @@ export class IpDetector implements Detector {
   private dots = 0;
   private colons = 0;
   private readonly buf = new Uint8Array(MAX);
-  private readonly offs = new Float64Array(MAX);
+  private readonly offs = new Float64Array(2);
 
   /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
   scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
-    for (let i = 0; i < n; i++) {
-      // Outside a run, only a run character (or the byte before it) matters.
+    let i = 0;
+    while (i < n) {
+      const from = i;
       if (!this.active) {
-        const from = i;
+        // Outside a run, only a run character (or the byte before it) matters.
         while (i < n && ((CLASS[buf[i] as number] as number) & HEX) === 0 && buf[i] !== COLON) i++;
-        if (i > from) this.p1 = buf[i - 1] as number;
-        if (i === n) break;
+      } else {
+        // Inside a run, run characters only lengthen it: no step() per byte.
+        let len = this.len;
+        for (; i < n; i++) {
+          const b = buf[i] as number;
+          if (((CLASS[b] as number) & IP_RUN) === 0) break;
+          if (len < MAX) {
+            this.buf[len] = b;
+            if (len < 2) this.offs[len] = offs ? (offs[i] as number) : base + i;
+          }
+          len++;
+          if (b === DOT) this.dots++;
+          else if (b === COLON) this.colons++;
+        }
+        this.len = len;
       }
+      if (i > from) this.p1 = buf[i - 1] as number;
+      if (i === n) break;
       const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
       if (h) out.push(h);
+      i++;
     }
   }
 
   step(b: number, at: number): Hit | undefined {
     const c = CLASS[b] as number;
-    const runChar = (c & HEX) !== 0 || b === COLON || b === DOT;
+    const runChar = (c & IP_RUN) !== 0;
     let hit: Hit | undefined;
     if (this.active) {
       if (runChar) {
         if (this.len < MAX) {
           this.buf[this.len] = b;
-          this.offs[this.len] = at;
+          // Only the first two offsets are ever read (the start, or after a leading ':').
+          if (this.len < 2) this.offs[this.len] = at;
         }
         this.len++;
         if (b === DOT) this.dots++;
