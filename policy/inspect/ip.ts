@@ -16,6 +16,8 @@ const MAX = 48;
 
 export class IpDetector implements Detector {
   private active = false;
+  /** The open run cannot become an address (see step()): scan() skips it without keeping bytes. */
+  private dead = false;
   private p1 = 0;
   private lead = 0;
   private len = 0;
@@ -31,7 +33,25 @@ export class IpDetector implements Detector {
       const from = i;
       if (!this.active) {
         // Outside a run, only a run character (or the byte before it) matters.
-        while (i < n && ((CLASS[buf[i] as number] as number) & HEX) === 0 && buf[i] !== COLON) i++;
+        for (;;) {
+          while (i < n && ((CLASS[buf[i] as number] as number) & HEX) === 0 && buf[i] !== COLON) i++;
+          if (i === n || buf[i] === COLON) break;
+          const lead = i > 0 ? (buf[i - 1] as number) : this.p1;
+          if (((CLASS[lead] as number) & LETTER) === 0 && lead !== UNDERSCORE && lead !== DOT) break;
+          // A run glued to a word (most hex letters inside words): step() would open a dead run and
+          // close it at the next byte without a finding. Skip it and the byte that ends it.
+          const start = i;
+          while (i < n && ((CLASS[buf[i] as number] as number) & IP_RUN) !== 0) i++;
+          if (i === n) {
+            this.openDead(offs ? (offs[start] as number) : base + start, n - start);
+            break;
+          }
+          i++;
+        }
+      } else if (this.dead) {
+        // A run glued to a word can never be reported: only its length (for pending()) counts.
+        while (i < n && ((CLASS[buf[i] as number] as number) & IP_RUN) !== 0) i++;
+        this.len += i - from;
       } else {
         // Inside a run, run characters only lengthen it: no step() per byte.
         let len = this.len;
@@ -62,6 +82,11 @@ export class IpDetector implements Detector {
     let hit: Hit | undefined;
     if (this.active) {
       if (runChar) {
+        if (this.dead) {
+          this.len++;
+          this.p1 = b;
+          return undefined;
+        }
         if (this.len < MAX) {
           this.buf[this.len] = b;
           // Only the first two offsets are ever read (the start, or after a leading ':').
@@ -74,7 +99,7 @@ export class IpDetector implements Detector {
         return undefined;
       }
       this.active = false;
-      if (!((c & LETTER) !== 0 || b === UNDERSCORE)) hit = this.evaluate();
+      if (!(this.dead || (c & LETTER) !== 0 || b === UNDERSCORE)) hit = this.evaluate();
     } else if (runChar && b !== DOT) {
       this.active = true;
       this.lead = this.p1;
@@ -83,15 +108,27 @@ export class IpDetector implements Detector {
       this.len = 1;
       this.dots = 0;
       this.colons = b === COLON ? 1 : 0;
+      // What evaluate() rejects whatever follows: a run after a letter, '_' or '.' that does not
+      // start with a separating ':'.
+      const lc = CLASS[this.lead] as number;
+      this.dead = b !== COLON && ((lc & LETTER) !== 0 || this.lead === UNDERSCORE || this.lead === DOT);
     }
     this.p1 = b;
     return hit;
   }
 
+  /** A dead run (see step()) reaches the end of the chunk: pending() reports it like step() would. */
+  private openDead(at: number, len: number): void {
+    this.active = true;
+    this.dead = true;
+    this.offs[0] = at;
+    this.len = len;
+  }
+
   finish(): Hit | undefined {
     if (!this.active) return undefined;
     this.active = false;
-    return this.evaluate();
+    return this.dead ? undefined : this.evaluate();
   }
 
   pending(): number {
