@@ -68,7 +68,15 @@ export class DigitRunDetector implements Detector {
       // digits only lengthen it. Both are tight loops; step() sees the bytes that change state.
       const from = i;
       if (this.mode === IDLE) {
-        while (i < n && ((CLASS[buf[i] as number] as number) & DIGIT) === 0) i++;
+        for (;;) {
+          while (i < n && ((CLASS[buf[i] as number] as number) & DIGIT) === 0) i++;
+          // Digits glued to a letter after them (hex digests, ids) end the run as an identifier:
+          // step() would open a group and drop it at the letter. Skip them and the letter.
+          let j = i;
+          while (j < n && ((CLASS[buf[j] as number] as number) & DIGIT) !== 0) j++;
+          if (j === n || ((CLASS[buf[j] as number] as number) & LETTER) === 0) break;
+          i = j + 1;
+        }
       } else if (this.mode === GROUP) {
         const k = (this.count - 1) % RING;
         let len = this.len[k] as number;
