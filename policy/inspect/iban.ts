@@ -47,7 +47,18 @@ export class IbanDetector implements Detector {
           if (s === SKIP) {
             if ((c & WORD) === 0) s = IDLE;
           } else if (c & DIGIT) s = SKIP;
-          else if (c & LETTER) break;
+          else if (c & LETTER) {
+            // A word's first two characters decide whether it can start a candidate; most cannot
+            // (no IBAN country code, or not two letters): settle those here, without step().
+            if (i + 1 === n) break;
+            const b1 = buf[i + 1] as number;
+            const c1 = CLASS[b1] as number;
+            if (c1 & LETTER) {
+              if (LENGTH[(((buf[i] as number) & 0xdf) - 65) * 26 + (b1 & 0xdf) - 65]) break;
+              s = SKIP;
+            } else s = c1 & WORD ? SKIP : IDLE;
+            i++;
+          }
         }
         this.state = s;
         if (i === n) break;
