@@ -9,8 +9,8 @@
  * keyword), or a lone 9-digit group next to one. A run glued to a word (a letter or digit right
  * before or after it, a decimal point before a digit, `ORD-`) is an identifier or a decimal, not PII.
  *
- * Memory is a ring of the last six groups (19 digits each at most): nothing else is kept, whatever
- * the run's length.
+ * Memory is a ring of the last six groups (19 digits each at most) and the last 128 decoded bytes
+ * (for the SSN keyword look-back): nothing else is kept, whatever the run's length.
  */
 
 import { CLASS, type Detector, DIGIT, type Hit, LETTER, LOWER, UPPER, WORD } from './types.js';
