@@ -12,6 +12,8 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { MembraneError } from '../../../policy/errors.js';
+import { resolveOptions } from '../../../proxies/blob-volume/options.js';
 import type { SinkVolume } from '../../../proxies/blob-volume/sink-ops.js';
 import type { SourceVolume } from '../../../proxies/blob-volume/source-ops.js';
 import { FsStore } from '../../../proxies/blob-volume/store/fs-store.js';
@@ -127,5 +129,25 @@ test('defect 12.6: many open sink files stay within the staging memory budget', 
     }
   } finally {
     await src.close();
+  }
+});
+
+test('a staging memory budget that is not a whole number of bytes of at least 1 MiB is refused', () => {
+  const opts = {
+    name: 'v',
+    mountpoint: join(base, 'mnt-opts'),
+    store: new FsStore(join(base, 'store-opts')),
+    kind: 'datasink' as const,
+    protection: { mode: 'open' as const },
+  };
+  assert.equal(resolveOptions(opts).stagingMemoryBytes, 64 << 20, 'default 64 MiB');
+  assert.equal(resolveOptions({ ...opts, stagingMemoryBytes: 1 << 20 }).stagingMemoryBytes, 1 << 20);
+  for (const bad of [0, -1, (1 << 20) - 1, (1 << 20) + 0.5, Number.NaN]) {
+    assert.throws(
+      () => resolveOptions({ ...opts, stagingMemoryBytes: bad }),
+      (e: unknown) =>
+        e instanceof MembraneError && e.code === 'VOLUME_OPTIONS' && e.message.includes('stagingMemoryBytes'),
+      String(bad),
+    );
   }
 });
