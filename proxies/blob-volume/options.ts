@@ -11,6 +11,7 @@ import { VolumeErrorCode } from './errno.js';
 import { type AuditSink, noopAudit, noopMetrics, type VolumeMetrics } from './hooks.js';
 import { type OutputRules, OutputRulesPolicy } from './output-rules.js';
 import type { SinkProvenance } from './sink-manifest.js';
+import { DEFAULT_STAGING_MEMORY } from './staging-memory.js';
 import type { BlobStore } from './store/types.js';
 
 /**
@@ -62,6 +63,12 @@ export interface VolumeOptions {
   stagingDir?: string;
   /** Datasinks: most staging files open at once (default 128); idle ones are closed and reopened. */
   stagingFds?: number;
+  /**
+   * Datasinks: bytes of staging blocks all of the sink's files may hold in memory at once
+   * (default 64 MiB, at least 1 MiB); beyond it the least recently used blocks of any file
+   * are sealed to their staging files.
+   */
+  stagingMemoryBytes?: number;
   /** Datasinks: frame length of committed objects. Open/passthrough: read granularity. Default 64 KiB. */
   frameLength?: number;
   /** How long a directory listing is reused (default 3000 ms). */
@@ -92,6 +99,7 @@ export interface ResolvedOptions {
   readAheadFrames: (frameLength: number) => number;
   stagingDir: string;
   stagingFds: number;
+  stagingMemoryBytes: number;
   frameLength: number;
   listingTtlMs: number;
   allowOther: boolean;
@@ -172,6 +180,7 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
     readAheadFrames: (F) => raFixed ?? Math.max(2, Math.ceil(READ_AHEAD_BYTES / F)),
     stagingDir,
     stagingFds: int('stagingFds', o.stagingFds, 128, 1, 1 << 16),
+    stagingMemoryBytes: int('stagingMemoryBytes', o.stagingMemoryBytes, DEFAULT_STAGING_MEMORY, 1 << 20),
     frameLength,
     listingTtlMs,
     allowOther: o.allowOther === true,

@@ -35,6 +35,7 @@ import type { SourceReader } from './source-reader.js';
 import { Staging } from './staging.js';
 import type { BlockCipher } from './staging-cipher.js';
 import type { FdPool } from './staging-fds.js';
+import type { StagingMemory } from './staging-memory.js';
 import type { BlobInfo, BlobStore } from './store/types.js';
 import type { Listing, TreeSnapshot } from './tree.js';
 
@@ -71,6 +72,8 @@ export interface SinkVolumeParts {
   stagingDir: string;
   /** Staging descriptors, shared by this sink's files (bounded; defect 6). */
   fds?: FdPool;
+  /** Staging memory, shared by this sink's files (bounded; defect 6). */
+  memory?: StagingMemory;
   /** A fresh staging cipher (one key per staging file). */
   cipher: () => BlockCipher;
   /** Reads objects this mount did not write; absent when the sink cannot read them (trusted). */
@@ -289,6 +292,7 @@ export class SinkVolume implements FsOps {
       dir: this.p.stagingDir,
       cipher: this.p.cipher(),
       fds: this.p.fds,
+      memory: this.p.memory,
     });
     const raced = this.files.get(path);
     if (raced) {

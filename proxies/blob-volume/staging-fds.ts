@@ -23,7 +23,7 @@ export class FdPool {
   private readonly busy = new Map<PooledFile, number>();
   private opening = 0;
   /** Files being reopened: one open per file at a time, never two descriptors for one file. */
-  private readonly reopening = new Map<PooledFile, Promise<void>>();
+  private readonly reopening = new Map<PooledFile, Promise<unknown>>();
   private readonly waiters: (() => void)[] = [];
 
   constructor(readonly max = DEFAULT_STAGING_FDS) {
@@ -38,11 +38,10 @@ export class FdPool {
   /** Creates `f` (O_EXCL, 0600) and keeps its descriptor in the pool. */
   async create(f: PooledFile): Promise<void> {
     await this.room();
-    this.opening++;
     try {
       this.fds.set(f, await open(f.path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600));
     } finally {
-      this.opening--;
+      this.opened();
     }
   }
 
@@ -86,37 +85,60 @@ export class FdPool {
       const reopen = this.reopen(f);
       this.reopening.set(f, reopen);
       try {
-        await reopen;
+        return await reopen;
       } finally {
         this.reopening.delete(f);
       }
     }
   }
 
-  private async reopen(f: PooledFile): Promise<void> {
+  /** Reopens `f` and marks it busy for the caller at once (an idle descriptor may be closed by anyone). */
+  private async reopen(f: PooledFile): Promise<FileHandle> {
     await this.room();
-    this.opening++;
     try {
       // O_NOFOLLOW: the staging directory is ours (0700), but never follow a planted link.
-      this.fds.set(f, await open(f.path, constants.O_RDWR | constants.O_NOFOLLOW));
+      const fh = await open(f.path, constants.O_RDWR | constants.O_NOFOLLOW);
+      this.fds.set(f, fh);
+      this.busy.set(f, (this.busy.get(f) ?? 0) + 1);
+      return fh;
     } finally {
-      this.opening--;
+      this.opened();
     }
   }
 
-  /** Waits until one more descriptor may be opened, closing an idle one if needed. */
+  /**
+   * Waits until one more descriptor may be opened, closing an idle one if needed, and
+   * reserves it (`opening`) in the same synchronous step as the check: checking here and
+   * counting in the caller let concurrent callers all pass the check, overshoot `max`,
+   * and then wait forever with no descriptor busy to wake them.
+   */
   private async room(): Promise<void> {
     for (;;) {
-      if (this.fds.size + this.opening < this.max) return;
-      for (const [f, fh] of this.fds) {
-        if (this.busy.has(f)) continue;
-        this.fds.delete(f);
-        await fh.close();
-        break;
+      if (this.fds.size + this.opening < this.max) {
+        this.opening++;
+        return;
       }
-      if (this.fds.size + this.opening < this.max) return;
+      let idle: [PooledFile, FileHandle] | undefined;
+      for (const e of this.fds) {
+        if (!this.busy.has(e[0])) {
+          idle = e;
+          break;
+        }
+      }
+      if (idle) {
+        this.fds.delete(idle[0]);
+        this.opening++; // the closed descriptor's place, taken before anyone else can
+        await idle[1].close().catch(() => {}); // gone from the pool either way
+        return;
+      }
       await new Promise<void>((r) => this.waiters.push(r));
     }
+  }
+
+  /** The descriptor reserved by room() is open (in `fds`) or failed to open. */
+  private opened(): void {
+    this.opening--;
+    this.wake();
   }
 
   private wake(): void {

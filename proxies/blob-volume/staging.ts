@@ -11,6 +11,14 @@
  * (volume.ts sweepStaging); blocks are authenticated, so a tampered file fails
  * STAGING_AUTH rather than feeding the commit.
  *
+ * Memory: a file keeps at most `maxResidentBlocks` blocks resident, and every block in
+ * memory (resident, being loaded, or sealed and waiting for its write) is accounted
+ * against the sink's StagingMemory budget (staging-memory.ts), which may evict this
+ * file's least recently used block at any await point of another file's operation.
+ * So a block is only ever used synchronously right after it is looked up (withBlock),
+ * and an eviction is synchronous (seal, forget the plaintext, write behind): no
+ * operation of this file can observe a half-evicted block.
+ *
  * Layout and offsets: blocks.ts. Per-block metadata (nonce counter and content
  * length of the sealed copy on disk) lives in memory only; a slot whose metadata
  * is absent reads as zeros (a hole).
@@ -24,6 +32,7 @@ import { join } from 'node:path';
 import { blockContent, pieces, slotOffset } from './blocks.js';
 import type { BlockCipher } from './staging-cipher.js';
 import { FdPool } from './staging-fds.js';
+import { type BlockOwner, ResidentBlock, StagingMemory } from './staging-memory.js';
 
 /** Stagings created without a pool share this one. */
 let defaultPool: FdPool | undefined;
@@ -37,6 +46,13 @@ export interface StagingOptions {
   maxResidentBlocks?: number;
   /** Descriptor pool (a sink shares one across its files). */
   fds?: FdPool;
+  /** Memory budget (a sink shares one across its files); default: this file's own, unbounded. */
+  memory?: StagingMemory;
+}
+
+interface Resident {
+  buf: Buffer;
+  ref: ResidentBlock;
 }
 
 interface Sealed {
@@ -48,22 +64,26 @@ export const STAGING_PREFIX = '.membrane-staging-';
 const BATCH_BLOCKS = 16;
 const MAX_IN_FLIGHT = 8;
 
-export class Staging {
+export class Staging implements BlockOwner {
   private closed = false;
   private readonly file: { readonly path: string };
   private readonly fds: FdPool;
   private readonly blockSize: number;
   private readonly maxResident: number;
   private readonly tag: number;
+  private readonly memory: StagingMemory;
+  /** Bytes one block accounts for: a full block in memory, or its sealed slot waiting for the disk. */
+  private readonly unit: number;
   /** Blocks in memory, LRU order; each a full block of plaintext, zero beyond its content. */
-  private readonly resident = new Map<number, Buffer>();
+  private readonly resident = new Map<number, Resident>();
   private readonly dirty = new Set<number>();
   /** Blocks sealed on disk. */
   private readonly sealed = new Map<number, Sealed>();
   /**
    * Slot writes still in flight (write-behind: an evicted block is sealed at once,
    * its disk write overlaps the app's next writes). Reading a slot waits for its
-   * write; at most MAX_IN_FLIGHT are outstanding; the first failure is rethrown.
+   * write; a newer write of a slot is chained after the older one; this file's own
+   * operations keep at most MAX_IN_FLIGHT outstanding; the first failure is rethrown.
    */
   private readonly inFlight = new Map<number, Promise<void>>();
   private writeError: unknown;
@@ -80,6 +100,8 @@ export class Staging {
     this.blockSize = opts.blockSize ?? 64 * 1024;
     this.maxResident = Math.max(2, opts.maxResidentBlocks ?? 16);
     this.tag = cipher.tagLength;
+    this.unit = this.blockSize + this.tag;
+    this.memory = opts.memory ?? new StagingMemory(Number.POSITIVE_INFINITY);
   }
 
   static async create(opts: StagingOptions): Promise<Staging> {
@@ -102,14 +124,17 @@ export class Staging {
 
   async write(pos: number, src: Uint8Array): Promise<void> {
     if (src.length === 0) return; // POSIX: a zero-byte write changes nothing, not even the size
-    const end = pos + src.length;
     for (const p of pieces(pos, src.length, this.blockSize)) {
       const whole = p.blockOffset === 0 && p.length === this.blockSize;
-      const block = await this.load(p.index, !whole);
-      block.set(src.subarray(p.offset, p.offset + p.length), p.blockOffset);
-      this.dirty.add(p.index);
+      await this.withBlock(p.index, !whole, (block) => {
+        block.set(src.subarray(p.offset, p.offset + p.length), p.blockOffset);
+        this.dirty.add(p.index);
+        // Grow the size with each piece: the budget may seal this block before the next
+        // piece is written, and a seal keeps only the content within the size.
+        const end = pos + p.offset + p.length;
+        if (end > this._size) this._size = end;
+      });
     }
-    if (end > this._size) this._size = end;
     await this.shrinkResident();
   }
 
@@ -117,8 +142,9 @@ export class Staging {
   async read(pos: number, dst: Uint8Array): Promise<number> {
     const n = Math.max(0, Math.min(dst.length, this._size - pos));
     for (const p of pieces(pos, n, this.blockSize)) {
-      const block = await this.load(p.index, true);
-      dst.set(block.subarray(p.blockOffset, p.blockOffset + p.length), p.offset);
+      await this.withBlock(p.index, true, (block) =>
+        dst.set(block.subarray(p.blockOffset, p.blockOffset + p.length), p.offset),
+      );
     }
     await this.shrinkResident();
     return n;
@@ -133,9 +159,11 @@ export class Staging {
       if (tail !== 0) {
         // The block holding the new end must read zeros past it if the file grows again.
         const last = Math.floor(size / this.blockSize);
-        const block = await this.load(last, true);
-        block.fill(0, tail);
-        this.dirty.add(last);
+        await this.withBlock(last, true, (block) => {
+          block.fill(0, tail);
+          this.dirty.add(last);
+          this._size = size;
+        });
       }
     }
     this._size = size;
@@ -158,7 +186,7 @@ export class Staging {
 
   /** Seals every dirty block to disk and frees the memory of resident blocks. */
   async settle(): Promise<void> {
-    for (const i of [...this.resident.keys()]) await this.evict(i);
+    for (const i of [...this.resident.keys()]) this.evict(i);
     await this.drain();
   }
 
@@ -173,11 +201,11 @@ export class Staging {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.inFlight.values());
-    for (const b of this.resident.values()) b.fill(0);
-    this.resident.clear();
+    // First, synchronously: nothing of this file stays evictable by the budget.
+    for (const i of [...this.resident.keys()]) this.drop(i);
     this.dirty.clear();
     this.sealed.clear();
+    await Promise.allSettled(this.inFlight.values());
     this.cipher.destroy();
     if (this.closed) return;
     this.closed = true;
@@ -193,19 +221,34 @@ export class Staging {
     return this.fds.use(this.file, fn);
   }
 
-  /** A resident block, loaded from disk when `needContent` and it has a sealed copy. */
-  private async load(index: number, needContent: boolean): Promise<Buffer> {
+  /**
+   * Runs `use` on resident block `index` (loaded from disk when `needContent` and it
+   * has a sealed copy). `use` runs in the same synchronous step in which the block is
+   * found or made resident, so the budget cannot evict it under `use`.
+   */
+  private async withBlock(index: number, needContent: boolean, use: (block: Buffer) => void): Promise<void> {
     const hit = this.resident.get(index);
     if (hit) {
       this.resident.delete(index);
       this.resident.set(index, hit);
-      return hit;
+      this.memory.touch(hit.ref);
+      use(hit.buf);
+      return;
     }
-    const block = Buffer.alloc(this.blockSize);
-    const s = this.sealed.get(index);
-    if (needContent && s) await this.readSealed(index, s, block);
-    this.resident.set(index, block);
-    return block;
+    await this.memory.reserve(this.unit);
+    const buf = Buffer.alloc(this.blockSize);
+    try {
+      const s = this.sealed.get(index);
+      if (needContent && s) await this.readSealed(index, s, buf);
+    } catch (e) {
+      buf.fill(0);
+      this.memory.release(this.unit);
+      throw e;
+    }
+    const ref = new ResidentBlock(this, index);
+    this.resident.set(index, { buf, ref });
+    this.memory.track(ref);
+    use(buf);
   }
 
   private async readSealed(index: number, s: Sealed, out: Buffer): Promise<void> {
@@ -225,7 +268,7 @@ export class Staging {
       const want = blockContent(i, this._size, B);
       const r = this.resident.get(i);
       if (r) {
-        r.copy(out, at, 0, want);
+        r.buf.copy(out, at, 0, want);
         i++;
         continue;
       }
@@ -255,45 +298,78 @@ export class Staging {
     }
   }
 
+  /** This file's own cap: beyond `maxResident` blocks, and MAX_IN_FLIGHT writes, it waits. */
   private async shrinkResident(): Promise<void> {
     while (this.resident.size > this.maxResident) {
       const oldest = this.resident.keys().next().value as number;
-      await this.evict(oldest);
+      this.evict(oldest);
+    }
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight.values());
+    this.throwIfFailed();
+  }
+
+  /** Called by the budget on behalf of another file (or this one): see BlockOwner. */
+  evictForBudget(index: number): void {
+    try {
+      this.evict(index);
+    } catch (e) {
+      // Never fail the other file's write for this one: this file's next call fails instead.
+      this.writeError ??= e;
+      this.drop(index);
     }
   }
 
-  private async evict(index: number): Promise<void> {
-    const block = this.resident.get(index);
-    if (!block) return;
+  /**
+   * Seals a dirty block and forgets its plaintext, all synchronously; its slot is
+   * written behind (the slot's bytes stay accounted until the write settles).
+   */
+  private evict(index: number): void {
+    const r = this.resident.get(index);
+    if (!r) return;
     if (this.dirty.has(index)) {
       const length = blockContent(index, this._size, this.blockSize);
       if (length > 0) {
         const slot = Buffer.allocUnsafe(this.tag + length);
-        const counter = this.cipher.seal(index, block.subarray(0, length), slot);
+        const counter = this.cipher.seal(index, r.buf.subarray(0, length), slot);
         this.sealed.set(index, { counter, length });
-        await this.inFlight.get(index); // an older write of this slot must not land after this one
-        while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight.values());
-        this.throwIfFailed();
-        const w = this.io((fh) => writeFully(fh, slot, slotOffset(index, this.blockSize, this.tag))).then(
-          () => {
-            if (this.inFlight.get(index) === w) this.inFlight.delete(index);
-          },
-          (e: unknown) => {
-            if (this.inFlight.get(index) === w) this.inFlight.delete(index);
-            this.writeError ??= e;
-          },
-        );
-        this.inFlight.set(index, w);
-      } else this.sealed.delete(index);
+        r.buf.fill(0);
+        this.resident.delete(index);
+        this.dirty.delete(index);
+        this.memory.untrack(r.ref);
+        this.memory.startWrite(this.unit);
+        this.writeBehind(index, slot);
+        return;
+      }
+      this.sealed.delete(index);
     }
     this.drop(index);
   }
 
+  private writeBehind(index: number, slot: Buffer): void {
+    // An older write of this slot must not land after this one: chain them.
+    const before = this.inFlight.get(index) ?? Promise.resolve();
+    const done = () => {
+      if (this.inFlight.get(index) === w) this.inFlight.delete(index);
+      this.memory.endWrite(this.unit);
+    };
+    const w: Promise<void> = before
+      .then(() => this.io((fh) => writeFully(fh, slot, slotOffset(index, this.blockSize, this.tag))))
+      .then(done, (e: unknown) => {
+        this.writeError ??= e;
+        done();
+      });
+    this.inFlight.set(index, w);
+  }
+
+  /** Forgets a resident block without writing it and frees its memory. */
   private drop(index: number): void {
-    const block = this.resident.get(index);
-    block?.fill(0);
+    const r = this.resident.get(index);
+    if (!r) return;
+    r.buf.fill(0);
     this.resident.delete(index);
     this.dirty.delete(index);
+    this.memory.untrack(r.ref);
+    this.memory.release(this.unit);
   }
 }
 

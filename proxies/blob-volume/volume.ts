@@ -35,6 +35,7 @@ import { SourceReader } from './source-reader.js';
 import { STAGING_PREFIX } from './staging.js';
 import { aeadBlockCipher, plainBlockCipher } from './staging-cipher.js';
 import { FdPool } from './staging-fds.js';
+import { StagingMemory } from './staging-memory.js';
 import { Listing } from './tree.js';
 
 export interface MountedVolume {
@@ -105,6 +106,8 @@ export interface AssembledVolume {
   sink?: SinkVolume;
   /** Sealed datasinks with provenance: this run's signed manifest (written after commits). */
   manifest?: SinkManifestWriter;
+  /** Datasinks: the staging-memory budget its files share (its `stats` for tests and metrics). */
+  stagingMemory?: StagingMemory;
   close(): Promise<void>;
 }
 
@@ -293,6 +296,7 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     };
   }
   const listing = new Listing(store, { ttlMs: o.listingTtlMs });
+  const stagingMemory = new StagingMemory(o.stagingMemoryBytes);
   const ops = new SinkVolume({
     store,
     listing,
@@ -301,6 +305,7 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     outputRules: o.outputRules,
     stagingDir: o.stagingDir,
     fds: new FdPool(o.stagingFds),
+    memory: stagingMemory,
     cipher: p.mode === 'plaintext-passthrough' ? plainBlockCipher : aeadBlockCipher,
     foreign,
   });
@@ -308,6 +313,7 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     ops,
     sink: ops,
     manifest,
+    stagingMemory,
     close: async () => {
       await ops.close();
       objects?.close();

@@ -12,6 +12,7 @@ import { after, test } from 'node:test';
 import { MembraneError } from '../../policy/errors.js';
 import { Staging } from '../../proxies/blob-volume/staging.js';
 import { aeadBlockCipher, plainBlockCipher } from '../../proxies/blob-volume/staging-cipher.js';
+import { StagingMemory } from '../../proxies/blob-volume/staging-memory.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -94,6 +95,63 @@ for (const [name, cipher] of [
     await s.close();
   });
 }
+
+test('staging: files sharing a small memory budget match their models under concurrent writes, reads and truncates', async () => {
+  const dir = await newDir();
+  const B = 16;
+  const UNIT = B + 16; // a block in memory, or its sealed slot waiting for the disk
+  const memory = new StagingMemory(3 * UNIT);
+  const files = await Promise.all(
+    Array.from({ length: 5 }, () =>
+      Staging.create({ dir, cipher: aeadBlockCipher(), blockSize: B, maxResidentBlocks: 4, memory }),
+    ),
+  );
+  const models = files.map(() => Buffer.alloc(0));
+  const r = rng(11);
+  for (let step = 0; step < 400; step++) {
+    // One operation per file per step, all files at once: each file's calls stay serial
+    // (as SinkFile's mutex keeps them) while the budget evicts across files.
+    await Promise.all(
+      files.map(async (s, f) => {
+        const op = r(10);
+        if (op < 6) {
+          const pos = Math.floor(r(120));
+          const data = Buffer.alloc(1 + Math.floor(r(50)));
+          for (let i = 0; i < data.length; i++) data[i] = (step * 7 + f * 13 + i) & 0xff;
+          await s.write(pos, data);
+          if (pos + data.length > models[f]!.length)
+            models[f] = Buffer.concat([models[f]!, Buffer.alloc(pos + data.length - models[f]!.length)]);
+          data.copy(models[f]!, pos);
+        } else if (op < 8) {
+          const pos = Math.floor(r(130));
+          const out = Buffer.alloc(Math.floor(r(60)));
+          const n = await s.read(pos, out);
+          const m = models[f]!;
+          assert.deepEqual(
+            out.subarray(0, n),
+            m.subarray(Math.min(pos, m.length), Math.min(pos + out.length, m.length)),
+          );
+        } else if (op < 9) {
+          const size = Math.floor(r(140));
+          await s.truncate(size);
+          const m = models[f]!;
+          models[f] =
+            size <= m.length
+              ? Buffer.from(m.subarray(0, size))
+              : Buffer.concat([m, Buffer.alloc(size - m.length)]);
+        } else {
+          assert.deepEqual(await collect(s, 2 * B), models[f], `file ${f} at step ${step}`);
+        }
+      }),
+    );
+    assert.ok(memory.stats.usedBytes <= 3 * UNIT, `step ${step}: ${memory.stats.usedBytes} bytes accounted`);
+  }
+  for (const [f, s] of files.entries()) assert.deepEqual(await collect(s), models[f], `file ${f} at the end`);
+  assert.ok(memory.stats.peakBytes <= 3 * UNIT);
+  assert.ok(memory.stats.evictions > 0, 'the budget evicted blocks across files');
+  for (const s of files) await s.close();
+  assert.equal(memory.stats.usedBytes, 0, 'closing every file releases every accounted byte');
+});
 
 test('staging: sealed blocks on disk hold no plaintext', async () => {
   const dir = await newDir();
