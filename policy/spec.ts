@@ -37,17 +37,22 @@ const NAME_EXPECTED =
 /** Names become file names (`<name>.volume.ready`) and audit subjects, hence the charset. */
 const nameField = z.string().regex(NAME_RE, NAME_EXPECTED);
 
+/** Strings the OS will see: NUL cannot cross execve/open, and a newline breaks mount tables. */
+const hasNulOrNewline = (s: string) => /[\0\n\r]/.test(s);
+
 const pathField = z.string().superRefine((p, ctx) => {
   if (p.length === 0) ctx.addIssue({ code: 'custom', message: 'expected a non-empty path' });
-  else if (p.includes('\0'))
-    ctx.addIssue({ code: 'custom', message: 'expected a path without NUL characters' });
+  else if (hasNulOrNewline(p))
+    ctx.addIssue({ code: 'custom', message: 'expected a path without NUL or newline characters' });
 });
 
 /** Mount points and directories the runtime creates: absolute, normalised, not "/". */
 const absPath = z.string().superRefine((p, ctx) => {
   if (!p.startsWith('/'))
     ctx.addIssue({ code: 'custom', message: 'expected an absolute path (starting with "/")' });
-  else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p || p.includes('\0'))
+  else if (hasNulOrNewline(p))
+    ctx.addIssue({ code: 'custom', message: 'expected a path without NUL or newline characters' });
+  else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p)
     ctx.addIssue({
       code: 'custom',
       message: 'expected a normalised absolute path other than "/" (no "//", ".", ".." or trailing "/")',
@@ -503,7 +508,15 @@ const Telemetry = z
 
 const Application = z
   .object({
-    command: z.array(z.string().min(1)).min(1).optional(),
+    command: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .refine((a) => !a.includes('\0'), 'expected an argument without NUL characters'),
+      )
+      .min(1)
+      .optional(),
     env: z
       .record(
         z
@@ -512,7 +525,7 @@ const Application = z
             /^[A-Za-z_][A-Za-z0-9_]*$/,
             'expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)',
           ),
-        z.string(),
+        z.string().refine((v) => !v.includes('\0'), 'expected a value without NUL characters'),
       )
       .optional(),
   })
@@ -756,17 +769,40 @@ function isSecretPath(path: ReadonlyArray<PropertyKey>): boolean {
 function describe(v: unknown, path: ReadonlyArray<PropertyKey>): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null';
+  // A secret-bearing field is described by its kind only, whatever its type: a token
+  // written as a number or a list is still a token.
+  if (isSecretPath(path)) return `${kindWord(v)} (value not shown)`;
   if (typeof v === 'string') {
-    if (isSecretPath(path)) return 'a string (value not shown)';
-    // A URL's query may carry a SAS signature: show only what precedes it.
-    const q = /^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v.indexOf('?') : -1;
-    const s = q >= 0 ? `${JSON.stringify(v.slice(0, q))} with a query (not shown)` : JSON.stringify(v);
-    return s.length > 70 ? `${s.slice(0, 66)}..."` : s;
+    let shown = v;
+    let note = '';
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
+      // A URL's user-info may carry a password and its query a SAS signature: show neither.
+      const scheme = v.indexOf('://') + 3;
+      const hostEnd = v.slice(scheme).search(/[/?#]/);
+      const authority = hostEnd < 0 ? v.slice(scheme) : v.slice(scheme, scheme + hostEnd);
+      const at = authority.lastIndexOf('@');
+      if (at >= 0) {
+        shown = `${v.slice(0, scheme)}(user-info not shown)@${v.slice(scheme + at + 1)}`;
+      }
+      const q = shown.search(/[?#]/);
+      if (q >= 0) {
+        shown = shown.slice(0, q);
+        note = ' with a query (not shown)';
+      }
+    }
+    const s = JSON.stringify(shown);
+    return `${s.length > 70 ? `${s.slice(0, 66)}..."` : s}${note}`;
   }
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);
   if (Array.isArray(v)) return v.length === 0 ? 'an empty list' : `a list of ${v.length}`;
   if (isObj(v)) return 'a mapping';
   return typeof v;
+}
+
+function kindWord(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (isObj(v)) return 'a mapping';
+  return TYPE_WORDS[typeof v] ?? typeof v;
 }
 
 const TYPE_WORDS: Record<string, string> = {

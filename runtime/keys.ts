@@ -8,7 +8,6 @@
  * bound into the report (report_data) is what Key Vault wraps the release to.
  */
 import { constants, createPrivateKey, createPublicKey, type KeyObject, privateDecrypt } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { MembraneError } from '../policy/errors.js';
 import type { CleanRoomSpec, IdentitySpec, KekSpec } from '../policy/spec.js';
 import {
@@ -24,6 +23,7 @@ import { selectProvider } from '../skr-client/evidence/index.js';
 import type { EvidenceProvider } from '../skr-client/evidence/types.js';
 import { KbsClient } from '../skr-client/kbs/client.js';
 import { attestSevSnp, createRuntimeKey, type RuntimeKey } from '../skr-client/maa/client.js';
+import { READ_CAPS, readCapped, readCappedText } from './read-capped.js';
 
 export interface KeyBundle {
   /** 32-byte data keys by DEK name. */
@@ -67,7 +67,7 @@ function tokenSourceFor(id: IdentitySpec): TokenSource {
         kind: 'static',
         getToken: async () => {
           try {
-            return (await readFile(file, 'utf8')).trim();
+            return (await readCappedText(file, { maxBytes: READ_CAPS.key, what: 'token file' })).trim();
           } catch (e) {
             throw new MembraneError(
               'IDENTITY_UNAVAILABLE',
@@ -82,7 +82,7 @@ function tokenSourceFor(id: IdentitySpec): TokenSource {
 }
 
 async function readOptional(path: string | undefined): Promise<string | undefined> {
-  return path === undefined ? undefined : readFile(path, 'utf8');
+  return path === undefined ? undefined : readCappedText(path, { maxBytes: READ_CAPS.document, what: 'CA file' });
 }
 
 export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Promise<KeyBundle> {
@@ -98,7 +98,10 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
     provider = await selectProvider({
       provider: spec.attestation.provider,
       virtualPolicy: spec.attestation.virtualPolicyFile
-        ? await readFile(spec.attestation.virtualPolicyFile)
+        ? await readCapped(spec.attestation.virtualPolicyFile, {
+            maxBytes: READ_CAPS.document,
+            what: 'virtual policy file',
+          })
         : undefined,
       allowInsecureVirtual: spec.attestation.allowInsecureVirtual,
       securityContextDir: spec.attestation.securityContextDir,
@@ -155,10 +158,14 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
       let key: Buffer;
       switch (dek.source.kind) {
         case 'file':
-          key = await readFile(dek.source.path);
+          key = await readCapped(dek.source.path, { maxBytes: READ_CAPS.key, what: 'DEK file' });
           break;
         case 'wrapped-file':
-          key = rsaOaep256Unwrap(await readFile(dek.source.path), kek!, where);
+          key = rsaOaep256Unwrap(
+            await readCapped(dek.source.path, { maxBytes: READ_CAPS.key, what: 'wrapped DEK file' }),
+            kek!,
+            where,
+          );
           break;
         case 'akv-secret': {
           const credential = dek.source.identity ? identities.get(dek.source.identity) : undefined;
@@ -216,7 +223,7 @@ async function releaseKek(
   switch (kek.broker) {
     case 'local':
       env.log(`keys: KEK '${kek.name}' from a local file (development only: no attestation involved)`);
-      return asRsaPrivate(await readFile(kek.file), 'pem', where);
+      return asRsaPrivate(await readCapped(kek.file, { maxBytes: READ_CAPS.key, what: 'KEK file' }), 'pem', where);
     case 'azure-akv': {
       const { token, runtime } = await env.maaToken();
       const credential: TokenSource = kek.identity

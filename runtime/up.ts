@@ -9,7 +9,7 @@
  * keys, records the failure in the audit log and exits non-zero with one message.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
 import { type CleanRoomSpec, parseSpec, resolveSpecPaths, type StoreSpec } from '../policy/spec.js';
@@ -21,6 +21,7 @@ import { AuditLog } from './audit.js';
 import { GovernanceClient } from './governance.js';
 import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
+import { READ_CAPS, readCappedText } from './read-capped.js';
 import { startTelemetry } from './telemetry.js';
 
 export interface UpOptions {
@@ -36,7 +37,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const file = resolve(specFile);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readCappedText(file, { maxBytes: READ_CAPS.document, what: 'clean-room spec' });
   } catch (e) {
     throw new MembraneError('SPEC_UNREADABLE', 'cannot read the clean-room spec', { where: file, cause: e });
   }
@@ -46,7 +47,16 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const telemetry = await startTelemetry(spec.telemetry);
   const governance = spec.governance ? await GovernanceClient.fromSpec(spec.governance, name) : undefined;
   await mkdir(dirname(spec.runtime.auditLog), { recursive: true, mode: 0o700 });
-  const audit = await AuditLog.open(spec.runtime.auditLog, { governance });
+  // Fail closed on audit: a run whose record cannot be written stops (application
+  // terminated, teardown, non-zero exit) rather than continuing unrecorded.
+  const auditFailed = new AbortController();
+  const audit = await AuditLog.open(spec.runtime.auditLog, {
+    governance,
+    onWriteError: (e) => {
+      log(`stopping the clean room: ${e.message}`);
+      auditFailed.abort(e);
+    },
+  });
   const volumes: MountedVolume[] = [];
   let keys: KeyBundle | undefined;
   let health: Health | undefined;
@@ -72,9 +82,12 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
     volumes.length = 0;
     keys?.destroy();
     audit.emit({ type: 'cleanroom.stopped', subject: name, details: { reason, exitCode } });
-    await audit.close();
-    await telemetry.shutdown();
-    await health?.close();
+    try {
+      await audit.close();
+    } finally {
+      await telemetry.shutdown();
+      await health?.close();
+    }
   };
 
   // ---- start: everything before readiness fails closed
@@ -129,6 +142,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       volumes.push(v);
       await markReady(spec, v, audit);
     }
+    throwIfAuditFailed(auditFailed.signal);
     health.setReady(volumes.map((v) => v.name));
     audit.emit({ type: 'cleanroom.ready', subject: name, details: { volumes: volumes.map((v) => v.name) } });
     log(
@@ -141,7 +155,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       subject: name,
       details: { error: message, code: (e as MembraneError).code },
     });
-    await teardown('start failed', undefined);
+    await teardown('start failed', undefined).catch(() => {});
     throw e;
   }
 
@@ -149,16 +163,29 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const command = opts.command?.length ? opts.command : spec.application?.command;
   let exitCode = 0;
   let reason: string;
-  if (command?.length) {
-    audit.emit({ type: 'application.started', subject: command[0], details: { args: command.length - 1 } });
-    exitCode = await runApplication(command, spec, log);
-    audit.emit({ type: 'application.exited', subject: command[0], details: { exitCode } });
-    reason = 'application exited';
-  } else {
-    reason = await waitForSignal();
+  try {
+    if (command?.length) {
+      audit.emit({ type: 'application.started', subject: command[0], details: { args: command.length - 1 } });
+      exitCode = await runApplication(command, spec, log, auditFailed.signal);
+      audit.emit({ type: 'application.exited', subject: command[0], details: { exitCode } });
+      reason = 'application exited';
+    } else {
+      reason = await waitForSignal(auditFailed.signal);
+    }
+    throwIfAuditFailed(auditFailed.signal);
+  } catch (e) {
+    // Every failure after the mounts are up tears down (a throw here once left them mounted
+    // and the process hanging); the audit failure itself is the error reported.
+    const err = auditFailed.signal.aborted ? (auditFailed.signal.reason as Error) : e;
+    await teardown(`failed: ${(err as Error).message}`, undefined).catch(() => {});
+    throw err;
   }
   await teardown(reason, exitCode);
   return exitCode;
+}
+
+function throwIfAuditFailed(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason as Error;
 }
 
 function attestationSummary(
@@ -192,7 +219,12 @@ async function sinkProtection(
     case 'trusted':
       return {
         mode: 'trusted',
-        recipient: rsaKeyring({ publicKey: await readFile(p.recipientPublicKey!, 'utf8') }),
+        recipient: rsaKeyring({
+          publicKey: await readCappedText(p.recipientPublicKey!, {
+            maxBytes: READ_CAPS.key,
+            what: 'recipient public key',
+          }),
+        }),
       };
     case 'open':
       return { mode: 'open', egress: { allow: p.egress?.allow, maxObjectBytes: p.egress?.maxObjectBytes } };
@@ -207,21 +239,48 @@ async function storeConfig(s: StoreSpec, identities: Map<string, TokenSource>): 
     return { ...base, auth: { kind: 'bearer', token: () => source.getToken(STORAGE_RESOURCE) } };
   }
   if (s.sas) return { ...base, auth: { kind: 'sas', sas: s.sas } };
-  if (s.sasFile) return { ...base, auth: { kind: 'sas', sas: (await readFile(s.sasFile, 'utf8')).trim() } };
+  if (s.sasFile) {
+    const sas = (await readCappedText(s.sasFile, { maxBytes: READ_CAPS.key, what: 'SAS file' })).trim();
+    return { ...base, auth: { kind: 'sas', sas } };
+  }
   if (s.sharedKey) {
-    const key = s.sharedKey.key ?? (await readFile(s.sharedKey.keyFile!, 'utf8')).trim();
+    const key =
+      s.sharedKey.key ??
+      (await readCappedText(s.sharedKey.keyFile!, { maxBytes: READ_CAPS.key, what: 'shared key file' })).trim();
     return { ...base, auth: { kind: 'shared-key', account: s.sharedKey.account, key } };
   }
   return { ...base, auth: { kind: 'anonymous' } };
 }
 
 /** Runs the application with the mounts in place; forwards SIGTERM/SIGINT; resolves to its exit code. */
-function runApplication(command: string[], spec: CleanRoomSpec, log: (l: string) => void): Promise<number> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(command[0]!, command.slice(1), {
-      stdio: 'inherit',
-      env: { ...process.env, ...(spec.application?.env ?? {}) },
-    });
+function runApplication(
+  command: string[],
+  spec: CleanRoomSpec,
+  log: (l: string) => void,
+  stop: AbortSignal,
+): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(command[0]!, command.slice(1), {
+        stdio: 'inherit',
+        env: { ...process.env, ...(spec.application?.env ?? {}) },
+      });
+    } catch (e) {
+      // spawn validates arguments synchronously (e.g. a NUL byte): a typed error, the caller tears down.
+      reject(
+        new MembraneError('APP_START_FAILED', `the application could not be started: ${(e as Error).message}`, {
+          where: 'application.command',
+          cause: e,
+        }),
+      );
+      return;
+    }
+    const onStop = () => {
+      log('stopping the application (SIGTERM)');
+      child.kill('SIGTERM');
+    };
+    stop.addEventListener('abort', onStop, { once: true });
     const forward = (sig: NodeJS.Signals) => () => {
       log(`${sig}: stopping the application`);
       child.kill(sig);
@@ -233,6 +292,7 @@ function runApplication(command: string[], spec: CleanRoomSpec, log: (l: string)
     const done = (code: number) => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
+      stop.removeEventListener('abort', onStop);
       resolvePromise(code);
     };
     child.on('error', (e) => {
@@ -247,16 +307,20 @@ function signalNumber(sig: NodeJS.Signals): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 1;
 }
 
-function waitForSignal(): Promise<string> {
+function waitForSignal(stop: AbortSignal): Promise<string> {
   return new Promise((resolvePromise) => {
-    const on = (sig: NodeJS.Signals) => () => {
+    const finish = (why: string) => {
       process.off('SIGTERM', term);
       process.off('SIGINT', int);
-      resolvePromise(`received ${sig}`);
+      stop.removeEventListener('abort', onStop);
+      resolvePromise(why);
     };
+    const on = (sig: NodeJS.Signals) => () => finish(`received ${sig}`);
     const term = on('SIGTERM');
     const int = on('SIGINT');
+    const onStop = () => finish('audit failed');
     process.on('SIGTERM', term);
     process.on('SIGINT', int);
+    stop.addEventListener('abort', onStop, { once: true });
   });
 }

@@ -9,6 +9,7 @@ import { constants, promises as fsp, type Stats, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
+import { READ_CAPS, readCapped } from '../read-capped.js';
 
 export const SECRET_MODE = 0o600;
 export const PUBLIC_MODE = 0o644;
@@ -101,15 +102,13 @@ export async function assertWritable(path: string, force: boolean | undefined): 
 }
 
 /** Reads an input file; a missing or unreadable file is a usage error that names the flag. */
-export async function readInput(path: string, flag: string): Promise<Buffer> {
-  try {
-    return await fsp.readFile(path);
-  } catch (e) {
-    throw new MembraneError('USAGE', `cannot read ${flag} file: ${(e as NodeJS.ErrnoException).code ?? e}`, {
-      where: path,
-      cause: e,
-    });
-  }
+export async function readInput(
+  path: string,
+  flag: string,
+  maxBytes: number = READ_CAPS.key,
+): Promise<Buffer> {
+  // Regular files only, capped: a directory, FIFO or /dev/zero is a typed error (exit 1), never a hang.
+  return readCapped(path, { maxBytes, what: `${flag} file` });
 }
 
 export function isInside(child: string, parent: string): boolean {

@@ -29,6 +29,7 @@ import {
   trackTemp,
   walkTree,
 } from './_files.js';
+import { READ_CAPS } from '../read-capped.js';
 import { exactlyOne, keyringFromFlags } from './_keyfiles.js';
 import { formatBytes, Progress } from './_progress.js';
 
@@ -217,7 +218,7 @@ export async function main(argv: string[]): Promise<number> {
   let manifest: Manifest | undefined;
   if (manifestPath !== undefined) {
     manifest = parseManifest(
-      (await readInput(manifestPath, '--manifest')).toString('utf8'),
+      (await readInput(manifestPath, '--manifest', READ_CAPS.document)).toString('utf8'),
       manifestPath,
       pin,
     );
