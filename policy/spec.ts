@@ -137,7 +137,13 @@ const Attestation = z
     allowInsecureVirtual: z.boolean().optional(),
     virtualPolicyFile: pathField.optional(),
     securityContextDir: pathField.optional(),
+    /** Extra TLS trust (PEM) for Key Vault, MAA and KBS connections (the local emulators' CA). */
     ca: pathField.optional(),
+    /**
+     * PEM anchors that replace the Azure roots for Key Vault release signatures (the emulators'
+     * CA in development). Apart from `ca`: TLS trust never implies trust in released keys.
+     */
+    releaseTrustAnchors: pathField.optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
@@ -1032,6 +1038,7 @@ export function resolveSpecPaths(spec: CleanRoomSpec, baseDir: string): CleanRoo
   a.virtualPolicyFile = r(a.virtualPolicyFile);
   a.securityContextDir = r(a.securityContextDir);
   a.ca = r(a.ca);
+  a.releaseTrustAnchors = r(a.releaseTrustAnchors);
   for (const i of s.identities) if (i.kind !== 'managed-identity') i.tokenFile = r(i.tokenFile);
   for (const k of s.keys.keks) if (k.broker === 'local') k.file = r(k.file);
   for (const d of s.keys.deks) if (d.source.kind !== 'akv-secret') d.source.path = r(d.source.path);

@@ -90,6 +90,7 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
   const keks = new Map<string, KeyObject>();
   const identities = tokenSources(spec);
   const ca = await readOptional(spec.attestation.ca);
+  const releaseAnchors = await readOptional(spec.attestation.releaseTrustAnchors);
   let claims: Record<string, unknown> | undefined;
 
   const needsEvidence = spec.keys.keks.some((k) => k.broker !== 'local');
@@ -148,7 +149,17 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
 
   try {
     for (const kek of spec.keys.keks) {
-      keks.set(kek.name, await releaseKek(kek, { identities, maaToken, kbsClient, ca, log: ctx.log }));
+      keks.set(
+        kek.name,
+        await releaseKek(kek, {
+          identities,
+          maaToken,
+          kbsClient,
+          ca,
+          trustAnchors: releaseAnchors ? [releaseAnchors] : undefined,
+          log: ctx.log,
+        }),
+      );
     }
     for (const dek of spec.keys.deks) {
       const where = `keys.deks[${dek.name}]`;
@@ -216,6 +227,7 @@ async function releaseKek(
     maaToken: () => Promise<{ token: string; runtime: RuntimeKey }>;
     kbsClient: () => KbsClient;
     ca: string | undefined;
+    trustAnchors: string[] | undefined;
     log: (l: string) => void;
   },
 ): Promise<KeyObject> {
@@ -229,7 +241,14 @@ async function releaseKek(
       const credential: TokenSource = kek.identity
         ? env.identities.get(kek.identity)!
         : { kind: 'static', getToken: async () => '' };
-      const released = await releaseKey({ kid: kek.kid, maaToken: token, runtime, credential, ca: env.ca });
+      const released = await releaseKey({
+        kid: kek.kid,
+        maaToken: token,
+        runtime,
+        credential,
+        ca: env.ca,
+        trustAnchors: env.trustAnchors,
+      });
       env.log(`keys: KEK '${kek.name}' released (${released.kty}, thumbprint ${released.thumbprint})`);
       if (released.kty !== 'RSA' && released.kty !== 'RSA-HSM') {
         released.key.fill(0);

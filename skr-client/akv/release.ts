@@ -33,9 +33,12 @@ export interface ReleaseKeyOptions {
   credential: TokenSource;
   enc?: KeyExportEnc;
   nonce?: string;
-  /** Extra PEM trust anchors, for TLS and for the release JWS chain. */
+  /** Extra PEM trust anchors for TLS only (e.g. the local emulators' CA). */
   ca?: string | string[];
-  /** Replaces the default (Azure) trust anchors for the release JWS. */
+  /**
+   * Replaces the default (Azure) trust anchors for the release JWS signature. Kept apart
+   * from `ca` on purpose: trusting a CA for a TLS connection must not also let it sign keys.
+   */
   trustAnchors?: string[];
   apiVersion?: string;
   timeoutMs?: number;
@@ -86,7 +89,7 @@ export async function releaseKey(opts: ReleaseKeyOptions): Promise<ReleasedKey> 
     throw new MembraneError('AKV_RELEASE_UNTRUSTED', 'Key Vault release response has no JWS "value"', {
       where: keyPath,
     });
-  const { payload } = await verifyX5cJws(value, { host, ca: opts.ca, trustAnchors: opts.trustAnchors });
+  const { payload } = await verifyX5cJws(value, { host, trustAnchors: opts.trustAnchors });
   return openReleasePayload(payload, opts, keyPath);
 }
 
