@@ -31,7 +31,9 @@ export const SPEC_VERSION = '1';
 // ------------------------------------------------------------------ field helpers
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const NAME_EXPECTED =
+/** The datasource/datasink name rule, shared with the CLI (`protect --datasource`). */
+export const isValidName = (s: string): boolean => NAME_RE.test(s);
+export const NAME_EXPECTED =
   'expected a name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 
 /** Names become file names (`<name>.volume.ready`) and audit subjects, hence the charset. */

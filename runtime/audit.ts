@@ -20,11 +20,10 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
 import canonicalizeImport from 'canonicalize';
 import { MembraneError } from '../policy/errors.js';
-import { flockExclusive } from './process-hardening.js';
-import { READ_CAPS, readCapped } from './read-capped.js';
-
 // The event and sink shapes are the volume's (proxies may not import runtime; runtime may import proxies).
 import type { AuditEvent, AuditSink } from '../proxies/blob-volume/hooks.js';
+import { flockExclusive } from './process-hardening.js';
+import { READ_CAPS, readCapped } from './read-capped.js';
 
 export type { AuditEvent, AuditSink };
 

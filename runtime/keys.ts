@@ -82,7 +82,9 @@ function tokenSourceFor(id: IdentitySpec): TokenSource {
 }
 
 async function readOptional(path: string | undefined): Promise<string | undefined> {
-  return path === undefined ? undefined : readCappedText(path, { maxBytes: READ_CAPS.document, what: 'CA file' });
+  return path === undefined
+    ? undefined
+    : readCappedText(path, { maxBytes: READ_CAPS.document, what: 'CA file' });
 }
 
 export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Promise<KeyBundle> {
@@ -235,7 +237,11 @@ async function releaseKek(
   switch (kek.broker) {
     case 'local':
       env.log(`keys: KEK '${kek.name}' from a local file (development only: no attestation involved)`);
-      return asRsaPrivate(await readCapped(kek.file, { maxBytes: READ_CAPS.key, what: 'KEK file' }), 'pem', where);
+      return asRsaPrivate(
+        await readCapped(kek.file, { maxBytes: READ_CAPS.key, what: 'KEK file' }),
+        'pem',
+        where,
+      );
     case 'azure-akv': {
       const { token, runtime } = await env.maaToken();
       const credential: TokenSource = kek.identity

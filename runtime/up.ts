@@ -246,7 +246,9 @@ async function storeConfig(s: StoreSpec, identities: Map<string, TokenSource>): 
   if (s.sharedKey) {
     const key =
       s.sharedKey.key ??
-      (await readCappedText(s.sharedKey.keyFile!, { maxBytes: READ_CAPS.key, what: 'shared key file' })).trim();
+      (
+        await readCappedText(s.sharedKey.keyFile!, { maxBytes: READ_CAPS.key, what: 'shared key file' })
+      ).trim();
     return { ...base, auth: { kind: 'shared-key', account: s.sharedKey.account, key } };
   }
   return { ...base, auth: { kind: 'anonymous' } };
@@ -269,10 +271,14 @@ function runApplication(
     } catch (e) {
       // spawn validates arguments synchronously (e.g. a NUL byte): a typed error, the caller tears down.
       reject(
-        new MembraneError('APP_START_FAILED', `the application could not be started: ${(e as Error).message}`, {
-          where: 'application.command',
-          cause: e,
-        }),
+        new MembraneError(
+          'APP_START_FAILED',
+          `the application could not be started: ${(e as Error).message}`,
+          {
+            where: 'application.command',
+            cause: e,
+          },
+        ),
       );
       return;
     }

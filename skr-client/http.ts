@@ -6,6 +6,7 @@
  * JSON like {"error":{"code","message"}}), and Authorization never is.
  */
 
+import { BlockList, isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher, request } from 'undici';
 import { MembraneError } from '../policy/errors.js';
@@ -73,11 +74,15 @@ export const HttpErrorCode = {
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 /** Loopback only: 127.0.0.0/8, ::1 and localhost (the emulators' hosts). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
 export function isLoopbackHost(hostname: string): boolean {
+  // WHATWG URL has already normalised IPv4 spellings (0x7f.1 -> 127.0.0.1) and bracketed IPv6.
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h);
-  return m !== null && m.slice(1).every((o) => Number(o) <= 255) && m[1] === '127';
+  if (h === 'localhost') return true;
+  const family = isIP(h);
+  return family !== 0 && LOOPBACK.check(h, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /** Refuses http:// off loopback (and any scheme but http/https). */

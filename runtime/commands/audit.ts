@@ -4,9 +4,9 @@
  */
 import { dirname } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
-import { READ_CAPS, readCappedText } from '../read-capped.js';
 import { parseSpec, RUNTIME_DEFAULTS, resolveSpecPaths } from '../../policy/spec.js';
 import { verifyAuditLog } from '../audit.js';
+import { READ_CAPS, readCappedText } from '../read-capped.js';
 import { parse } from './_args.js';
 
 export const summary = "verify the local audit log's hash chain";

@@ -16,11 +16,14 @@ import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { isMembraneError, MembraneError } from '../../policy/errors.js';
 import { MANIFEST_NAME, type Manifest, type ManifestObject, parseManifest } from '../../policy/manifest.js';
+import { isValidName, NAME_EXPECTED } from '../../policy/spec.js';
 import { decryptIterable, type Keyring, normalizeObjectPath } from '../../proxies/core/index.js';
+import { READ_CAPS } from '../read-capped.js';
 import { parse, required } from './_args.js';
 import {
   isInside,
   makeParents,
+  prepareOutputDir,
   readInput,
   removeEmptyDirs,
   SECRET_MODE,
@@ -29,7 +32,6 @@ import {
   trackTemp,
   walkTree,
 } from './_files.js';
-import { READ_CAPS } from '../read-capped.js';
 import { exactlyOne, keyringFromFlags } from './_keyfiles.js';
 import { formatBytes, Progress } from './_progress.js';
 
@@ -182,7 +184,10 @@ export async function main(argv: string[]): Promise<number> {
   const inPath = required(values.in, '--in', help);
   const out = required(values.out, '--out', help);
   const datasource = required(values.datasource, '--datasource', help);
-  if (datasource === '') throw new MembraneError('USAGE', `--datasource must not be empty\n\n${help}`);
+  if (!isValidName(datasource))
+    throw new MembraneError('USAGE', `--datasource: ${NAME_EXPECTED} (the spec's rule)\n\n${help}`, {
+      where: datasource.length > 80 ? `${datasource.slice(0, 77)}...` : datasource,
+    });
   exactlyOne(values.dek, values['private-key'], ['--dek', '--private-key'], help);
   const pin = values['manifest-digest'];
   if (pin !== undefined && !/^[0-9a-fA-F]{64}$/.test(pin))
@@ -241,7 +246,7 @@ export async function main(argv: string[]): Promise<number> {
     kind: 'private',
     flag: '--private-key',
   });
-  await fsp.mkdir(out, { recursive: true });
+  await prepareOutputDir(out);
 
   const listed = new Map((manifest?.objects ?? []).map((o) => [o.path, o]));
   const results: ObjectResult[] = [];
