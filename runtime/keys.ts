@@ -23,6 +23,7 @@ import { selectProvider } from '../skr-client/evidence/index.js';
 import type { EvidenceProvider } from '../skr-client/evidence/types.js';
 import { KbsClient } from '../skr-client/kbs/client.js';
 import { attestSevSnp, createRuntimeKey, type RuntimeKey } from '../skr-client/maa/client.js';
+import { zeroBytes } from './process-hardening.js';
 import { READ_CAPS, readCapped, readCappedText } from './read-capped.js';
 
 export interface KeyBundle {
@@ -195,7 +196,12 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
           });
           if (!kek)
             throw new MembraneError('SPEC_INVALID', 'a Key Vault secret DEK must name wrappedBy', { where });
-          key = unwrapDekWithKek(secret.value, Buffer.from(kek.export({ format: 'der', type: 'pkcs8' })));
+          const kekDer = kek.export({ format: 'der', type: 'pkcs8' });
+          try {
+            key = unwrapDekWithKek(secret.value, kekDer);
+          } finally {
+            zeroBytes(kekDer); // a transient copy of the KEK: never left for the GC to find
+          }
           break;
         }
       }
@@ -207,7 +213,7 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
       ctx.log(`keys: DEK '${dek.name}' ready`);
     }
   } catch (e) {
-    for (const k of deks.values()) k.fill(0);
+    for (const k of deks.values()) zeroBytes(k);
     throw e;
   }
   return {
@@ -215,7 +221,9 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
     keks,
     claims,
     destroy() {
-      for (const k of deks.values()) k.fill(0);
+      // explicit_bzero: the one copy of each DEK the runtime holds (keyrings made from them
+      // hold their own; see docs/threat-model.md, "Keys in memory").
+      for (const k of deks.values()) zeroBytes(k);
       deks.clear();
       keks.clear();
     },
