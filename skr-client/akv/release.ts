@@ -8,7 +8,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { MembraneError } from '../../policy/errors.js';
-import { http } from '../http.js';
+import { assertSecureUrl, http } from '../http.js';
 import { isKeyExportEnc, type KeyExportEnc, openKeyHsm } from './key-hsm.js';
 import { resourceForVault, type TokenSource } from './token.js';
 import { verifyX5cJws } from './x5c.js';
@@ -68,6 +68,8 @@ export async function releaseKey(opts: ReleaseKeyOptions): Promise<ReleasedKey> 
     throw new MembraneError('AKV_ENC_INVALID', `unsupported enc ${String(opts.enc)}`);
   const keyPath = `${vault}/keys/${name}${version ? `/${version}` : ''}`;
   const url = `${keyPath}/release?api-version=${encodeURIComponent(opts.apiVersion ?? KEY_VAULT_API_VERSION)}`;
+  // Before the token is fetched: a bearer token must never be sent in cleartext off loopback.
+  assertSecureUrl('Azure Key Vault key release', new URL(url));
   const token = await opts.credential.getToken(resourceForVault(vault));
   const body: Record<string, string> = { target: opts.maaToken };
   if (opts.nonce !== undefined) body.nonce = opts.nonce;

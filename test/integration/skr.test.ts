@@ -163,6 +163,20 @@ for (const enc of [
   });
 }
 
+test("defect 12.9: the emulators' CA trusted for TLS (ca) is not a trust anchor for release signatures", async () => {
+  const { runtime, token } = await attest(virtualPolicy);
+  await assert.rejects(
+    releaseKey({
+      kid: `${emu.kvUrl}/keys/dataset-dek`,
+      maaToken: token,
+      runtime,
+      credential: staticToken(emu.accessToken),
+      ca: emu.caPem, // TLS to the emulator works; its JWS must chain to the (Azure) anchors
+    }),
+    (e: unknown) => isMembraneError(e, 'AKV_RELEASE_UNTRUSTED'),
+  );
+});
+
 test('release of the RSA KEK, then unwrap of the wrapped-DEK secret with it', async () => {
   const { runtime, token } = await attest(virtualPolicy);
   const released = await releaseKey({

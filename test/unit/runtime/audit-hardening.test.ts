@@ -37,7 +37,9 @@ const fresh = () => {
 const quiet = { log: () => {} };
 
 test('defect 12.4: auditLog /dev/null is refused (an audit log must be a regular file)', async () => {
-  await assert.rejects(AuditLog.open('/dev/null', quiet), (e: unknown) => isMembraneError(e, 'AUDIT_UNUSABLE'));
+  await assert.rejects(AuditLog.open('/dev/null', quiet), (e: unknown) =>
+    isMembraneError(e, 'AUDIT_UNUSABLE'),
+  );
 });
 
 test('defect 12.4: a file that is not an audit log is refused and left byte for byte as it was', async () => {

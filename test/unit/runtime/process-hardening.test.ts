@@ -33,7 +33,12 @@ async function probe(env: Record<string, string>): Promise<{ dumpable: boolean; 
   // Start from an unlimited core limit, as in the defect report.
   const { stdout } = await run(
     '/bin/sh',
-    ['-c', 'ulimit -c unlimited 2>/dev/null || true; exec "$0" --input-type=module -e "$1"', process.execPath, script],
+    [
+      '-c',
+      'ulimit -c unlimited 2>/dev/null || true; exec "$0" --input-type=module -e "$1"',
+      process.execPath,
+      script,
+    ],
     { env: { ...process.env, ...env }, timeout: 30_000 },
   );
   return JSON.parse(stdout) as { dumpable: boolean; childCoreLimit: string };
@@ -77,6 +82,9 @@ keys:
   assert.deepEqual(held, dek);
   bundle.destroy();
   assert.equal(held.length, 32);
-  assert.ok(held.every((b) => b === 0), 'the DEK buffer is zeroed');
+  assert.ok(
+    held.every((b) => b === 0),
+    'the DEK buffer is zeroed',
+  );
   assert.equal(bundle.deks.size, 0);
 });
