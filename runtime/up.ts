@@ -262,6 +262,10 @@ function runApplication(
   stop: AbortSignal,
 ): Promise<number> {
   return new Promise((resolvePromise, reject) => {
+    if (stop.aborted) {
+      reject(stop.reason as Error); // the audit failed before the application could start
+      return;
+    }
     let child: ReturnType<typeof spawn>;
     try {
       child = spawn(command[0]!, command.slice(1), {
