@@ -41,7 +41,6 @@ runtime: { statusDir: ${join(dir, 'status')}, healthPort: 0, auditLog: ${audit} 
   return { dir, spec, audit };
 }
 
-
 /** Runs the CLI through /bin/sh so limits can be set first; never longer than the timeout. */
 function sh(script: string, cwd: string): Promise<{ code: number; stderr: string }> {
   return new Promise((res) => {
@@ -98,9 +97,8 @@ test('defect 12.5: an application that cannot be spawned ends the run (exit 127)
 
 test('defect 12.5: a spawn that throws (NUL in an argument) tears down and rejects with a typed error', async () => {
   const room = cleanRoom(['/bin/true']);
-  await assert.rejects(
-    up(room.spec, { command: ['/bin/echo', 'a\0b'], log: () => {} }),
-    (e: unknown) => isMembraneError(e, 'APP_START_FAILED'),
+  await assert.rejects(up(room.spec, { command: ['/bin/echo', 'a\0b'], log: () => {} }), (e: unknown) =>
+    isMembraneError(e, 'APP_START_FAILED'),
   );
   const v = await verifyAuditLog(room.audit);
   assert.equal(v.ok, true);
