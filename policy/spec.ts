@@ -13,6 +13,8 @@
  * and `keys` (KEKs and DEKs declared once and referenced by name, instead of Azure's
  * per-access-point `encryptionSecrets {dek, kek}`) are ours; `attestation` and `runtime`
  * have no Azure counterpart (the Azure sidecars take them from their environment).
+ * `network.http.outbound` (the HTTP egress policy, policy/egress/) sits where Azure keeps
+ * network settings; its rule list is ours.
  *
  * Validation is fail-closed: unknown fields are errors everywhere, every reference must
  * resolve, and modes that could let plaintext out need explicit opt-in. Every problem is
@@ -22,9 +24,23 @@
  * makes them absolute. Mount points must be absolute.
  */
 import { isAbsolute, posix, resolve } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { EgressPolicyBase, egressCrossCheck, mapEgressPolicyPaths } from './egress/schema.js';
 import { MembraneError } from './errors.js';
+import { compileGlob } from './glob.js';
+import {
+  at,
+  describe,
+  fmtPath,
+  formatIssues,
+  type Issue,
+  type IssuePath,
+  isObj,
+  type RawIssue,
+  readDocument,
+  renderIssues,
+  zodIssueText,
+} from './issues.js';
 
 export const SPEC_VERSION = '1';
 
@@ -36,7 +52,7 @@ export const isValidName = (s: string): boolean => NAME_RE.test(s);
 export const NAME_EXPECTED =
   'expected a name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 
-/** Names become file names (`<name>.volume.ready`) and audit subjects, hence the charset. */
+/** Names become file names (`<name>.<kind>.ready`) and audit subjects, hence the charset. */
 const nameField = z.string().regex(NAME_RE, NAME_EXPECTED);
 
 /** Strings the OS will see: NUL cannot cross execve/open, and a newline breaks mount tables. */
@@ -48,17 +64,42 @@ const pathField = z.string().superRefine((p, ctx) => {
     ctx.addIssue({ code: 'custom', message: 'expected a path without NUL or newline characters' });
 });
 
-/** Mount points and directories the runtime creates: absolute, normalised, not "/". */
+/**
+ * Mount points and directories the runtime creates: absolute, normalised, not "/", and
+ * spelled from a conservative character set (issue 12, defects 1 and 5). These paths
+ * reach fusermount, /proc/self/mountinfo (which escapes whitespace) and operators'
+ * shells; a control character, quote, "$", backtick or other shell syntax in them is
+ * never needed and has been used for command injection at unmount.
+ */
+const hasControlChar = (p: string) =>
+  Array.from(p).some((c) => {
+    const n = c.codePointAt(0)!;
+    return n < 0x20 || (n >= 0x7f && n <= 0x9f);
+  });
+const MOUNT_SEGMENT = /^[A-Za-z0-9._@+=,~%:-]+$/;
 const absPath = z.string().superRefine((p, ctx) => {
   if (!p.startsWith('/'))
     ctx.addIssue({ code: 'custom', message: 'expected an absolute path (starting with "/")' });
-  else if (hasNulOrNewline(p))
-    ctx.addIssue({ code: 'custom', message: 'expected a path without NUL or newline characters' });
+  else if (hasControlChar(p))
+    ctx.addIssue({ code: 'custom', message: 'expected a path without control characters' });
   else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p)
     ctx.addIssue({
       code: 'custom',
       message: 'expected a normalised absolute path other than "/" (no "//", ".", ".." or trailing "/")',
     });
+  else if (
+    !p
+      .slice(1)
+      .split('/')
+      .every((seg) => MOUNT_SEGMENT.test(seg))
+  )
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        'expected path segments of letters, digits and . _ - @ + = , ~ % : only (no spaces, quotes or shell syntax)',
+    });
+  else if (p.length > 1024 || p.split('/').some((seg) => seg.length > 255))
+    ctx.addIssue({ code: 'custom', message: 'expected at most 1024 bytes, 255 per segment' });
 });
 
 function urlField(opts: { noQuery?: string } = {}) {
@@ -115,7 +156,7 @@ const hex64 = z
   .string()
   .regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 digest: 64 lower-case hexadecimal characters');
 
-/** Object-name patterns for open-mode egress: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
+/** Object-name patterns of open-mode output rules: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
 const globPattern = z.string().superRefine((g, ctx) => {
   if (
     g.length === 0 ||
@@ -127,6 +168,13 @@ const globPattern = z.string().superRefine((g, ctx) => {
       code: 'custom',
       message: 'expected a relative object-name pattern (no leading "/", no "." or ".." segments)',
     });
+  else {
+    try {
+      compileGlob(g);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `expected a valid glob: ${(e as Error).message}` });
+    }
+  }
 });
 
 // ------------------------------------------------------------------ sections
@@ -348,7 +396,7 @@ const Store = z
       });
   });
 
-const Egress = z
+const OutputRules = z
   .object({
     allow: z.array(globPattern).min(1).optional(),
     maxObjectBytes: z.number().int().positive().optional(),
@@ -359,7 +407,7 @@ const protectionFields = {
   mode: z.enum(['secure', 'trusted', 'open']),
   key: nameField.optional(),
   recipientPublicKey: pathField.optional(),
-  egress: Egress.optional(),
+  outputRules: OutputRules.optional(),
   pinnedManifestDigest: hex64.optional(),
 };
 
@@ -367,7 +415,7 @@ type ProtectionShape = {
   mode: 'secure' | 'trusted' | 'open';
   key?: string;
   recipientPublicKey?: string;
-  egress?: unknown;
+  outputRules?: unknown;
   pinnedManifestDigest?: string;
 };
 
@@ -401,13 +449,13 @@ const SourceProtection = z
         message: 'expected the name of a DEK declared in keys.deks',
       });
     absent(ctx, p, 'recipientPublicKey', 'for a datasource (recipients apply to trusted-mode datasinks)');
-    absent(ctx, p, 'egress', 'for a datasource (egress rules apply to open-mode datasinks)');
+    absent(ctx, p, 'outputRules', 'for a datasource (output rules apply to open-mode datasinks)');
   });
 
 /**
  * A datasink is what the application writes. secure: sealed with the sink's DEK; trusted:
  * sealed to the recipient's RSA public key (only its holder can read it, not even the clean
- * room); open: plaintext, allowed only for object names listed in egress.allow.
+ * room); open: plaintext, allowed only for object names listed in outputRules.allow.
  */
 const SinkProtection = z
   .object(protectionFields)
@@ -427,7 +475,7 @@ const SinkProtection = z
           message: 'expected the name of a DEK declared in keys.deks',
         });
       absent(ctx, p, 'recipientPublicKey', 'with mode "secure" (the sink is sealed with its DEK)');
-      absent(ctx, p, 'egress', 'with mode "secure" (egress rules apply to mode "open")');
+      absent(ctx, p, 'outputRules', 'with mode "secure" (output rules apply to mode "open")');
     } else if (p.mode === 'trusted') {
       if (p.recipientPublicKey === undefined)
         ctx.addIssue({
@@ -436,14 +484,14 @@ const SinkProtection = z
           message: 'expected the recipient\'s RSA public key file (PEM) for mode "trusted"',
         });
       absent(ctx, p, 'key', 'with mode "trusted" (the sink is sealed to recipientPublicKey, not a DEK)');
-      absent(ctx, p, 'egress', 'with mode "trusted" (egress rules apply to mode "open")');
+      absent(ctx, p, 'outputRules', 'with mode "trusted" (output rules apply to mode "open")');
     } else {
       absent(ctx, p, 'key', 'with mode "open" (open sinks are not encrypted)');
       absent(ctx, p, 'recipientPublicKey', 'with mode "open" (open sinks are not encrypted)');
-      if (p.egress?.allow === undefined)
+      if (p.outputRules?.allow === undefined)
         ctx.addIssue({
           code: 'custom',
-          path: ['egress', 'allow'],
+          path: ['outputRules', 'allow'],
           message:
             'expected a list of object-name patterns for mode "open" (plaintext leaves the clean room only under names listed here)',
         });
@@ -539,6 +587,26 @@ const Application = z
   })
   .strict();
 
+/**
+ * `network.http.outbound`: the egress policy of the HTTP proxy, the same schema as the
+ * standalone policy file (policy/egress/schema.ts), placed where the Azure clean-room spec
+ * keeps network settings. In the spec every secure-mode rule names its DEK,
+ * which must be declared in keys.deks (checked with the other references below).
+ */
+const Network = z
+  .object({
+    http: z
+      .object({
+        outbound: EgressPolicyBase.superRefine((p, ctx) => {
+          for (const i of egressCrossCheck(p, { requireDek: true }))
+            ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+        }).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const RUNTIME_DEFAULTS = {
   statusDir: '/run/membrane',
   healthPort: 8290,
@@ -567,6 +635,7 @@ const CleanRoomSpecBase = z
     governance: Governance.optional(),
     telemetry: Telemetry.optional(),
     application: Application.optional(),
+    network: Network.optional(),
     runtime: Runtime,
   })
   .strict();
@@ -588,17 +657,11 @@ export type GovernanceSpec = NonNullable<CleanRoomSpec['governance']>;
 export type TelemetrySpec = NonNullable<CleanRoomSpec['telemetry']>;
 export type ApplicationSpec = NonNullable<CleanRoomSpec['application']>;
 export type RuntimeSpec = CleanRoomSpec['runtime'];
+export type NetworkSpec = NonNullable<CleanRoomSpec['network']>;
 
 // ------------------------------------------------------------------ cross-field rules
 
-type Path = Array<string | number>;
-interface RawIssue {
-  path: Path;
-  message: string;
-}
-
-const isObj = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+type Path = IssuePath;
 const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
@@ -637,7 +700,7 @@ function crossCheck(input: unknown): RawIssue[] {
   const identityNames = unique(identities, ['identities'], 'identity');
   const kekNames = unique(keks, ['keys', 'keks'], 'KEK');
   const dekNames = unique(deks, ['keys', 'deks'], 'DEK');
-  // One namespace for volumes: each gets a `<name>.volume.ready` marker.
+  // One namespace for volumes: each gets a `<name>.blob-volume.ready` marker.
   const volumeNames = unique(sources, ['datasources'], 'volume');
   unique(sinks, ['datasinks'], 'volume (datasources and datasinks share one namespace)', volumeNames);
 
@@ -683,6 +746,14 @@ function crossCheck(input: unknown): RawIssue[] {
         'an identity',
         'identities',
       );
+  });
+
+  const network = isObj(input.network) ? input.network : {};
+  const http = isObj(network.http) ? network.http : {};
+  const outbound = isObj(http.outbound) ? http.outbound : {};
+  arr(outbound.allow).forEach((r, i) => {
+    if (isObj(r))
+      mustRef(r.dek, dekNames, ['network', 'http', 'outbound', 'allow', i, 'dek'], 'a DEK', 'keys.deks');
   });
 
   const mounts: Array<{ mount: string; path: Path }> = [];
@@ -733,40 +804,55 @@ function crossCheck(input: unknown): RawIssue[] {
 const inside = (child: string, parent: string) =>
   child.startsWith(parent.endsWith('/') ? parent : `${parent}/`);
 
+// ------------------------------------------------------------------ deprecated spellings
+
+/**
+ * Protection fields renamed compatibly: the old name is still accepted for one release,
+ * with a warning. `egress` became `outputRules` because "egress" now names the network
+ * proxy's rules (network.http.outbound); a volume's open-mode rules are about objects.
+ */
+const RENAMED_PROTECTION_FIELDS = [{ old: 'egress', now: 'outputRules' }] as const;
+
+/**
+ * A copy of the raw input with deprecated field names replaced by their new ones, one
+ * warning per replacement, and an issue where both spellings are given (ambiguous).
+ */
+function migrateDeprecated(raw: unknown): { value: unknown; warnings: RawIssue[]; issues: RawIssue[] } {
+  const warnings: RawIssue[] = [];
+  const issues: RawIssue[] = [];
+  if (!isObj(raw)) return { value: raw, warnings, issues };
+  const value = structuredClone(raw);
+  for (const list of ['datasources', 'datasinks'] as const) {
+    arr(value[list]).forEach((v, i) => {
+      if (!isObj(v) || !isObj(v.protection)) return;
+      const p = v.protection;
+      for (const { old, now } of RENAMED_PROTECTION_FIELDS) {
+        if (!Object.hasOwn(p, old)) continue;
+        const path = [list, i, 'protection', old];
+        if (Object.hasOwn(p, now))
+          issues.push({ path, message: `expected only ${now} (${old} is its deprecated name), got both` });
+        else {
+          p[now] = p[old];
+          warnings.push({ path, message: `deprecated: renamed to ${now} (accepted for one release)` });
+        }
+        delete p[old];
+      }
+    });
+  }
+  return { value, warnings, issues };
+}
+
 // ------------------------------------------------------------------ parsing and messages
 
-export interface SpecIssue {
-  /** e.g. `datasinks[0].protection.key`; `(root)` for the document itself. */
-  path: string;
-  /** `expected ..., got ...` */
-  message: string;
-  /** 1-based line in the source text, when known. */
-  line?: number;
-}
+/** An issue as rendered for operators (the shared shape of policy/issues.ts). */
+export type SpecIssue = Issue;
 
+/** `warnings`: deprecated spellings that were accepted (printed by `spec validate` and `up`). */
 export type SpecValidation =
-  | { ok: true; spec: CleanRoomSpec; issues: [] }
-  | { ok: false; issues: SpecIssue[] };
+  | { ok: true; spec: CleanRoomSpec; issues: []; warnings: SpecIssue[] }
+  | { ok: false; issues: SpecIssue[]; warnings: SpecIssue[] };
 
-export function fmtPath(path: ReadonlyArray<PropertyKey>): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else if (typeof seg === 'string' && /^[A-Za-z_$][\w$]*$/.test(seg)) out += out ? `.${seg}` : seg;
-    else out += `[${JSON.stringify(String(seg))}]`;
-  }
-  return out || '(root)';
-}
-
-function at(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
-  let cur = root;
-  for (const seg of path) {
-    if (Array.isArray(cur) && typeof seg === 'number') cur = cur[seg];
-    else if (isObj(cur) && typeof seg === 'string') cur = Object.hasOwn(cur, seg) ? cur[seg] : undefined;
-    else return undefined;
-  }
-  return cur;
-}
+export { fmtPath };
 
 /** Fields whose values are secrets: never echoed back in a message. */
 function isSecretPath(path: ReadonlyArray<PropertyKey>): boolean {
@@ -774,242 +860,63 @@ function isSecretPath(path: ReadonlyArray<PropertyKey>): boolean {
   return last === 'token' || last === 'sas' || (last === 'key' && path[path.length - 2] === 'sharedKey');
 }
 
-function describe(v: unknown, path: ReadonlyArray<PropertyKey>): string {
-  if (v === undefined) return 'nothing';
-  if (v === null) return 'null';
-  // A secret-bearing field is described by its kind only, whatever its type: a token
-  // written as a number or a list is still a token.
-  if (isSecretPath(path)) return `${kindWord(v)} (value not shown)`;
-  if (typeof v === 'string') {
-    let shown = v;
-    let note = '';
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
-      // A URL's user-info may carry a password and its query a SAS signature: show neither.
-      const scheme = v.indexOf('://') + 3;
-      const hostEnd = v.slice(scheme).search(/[/?#]/);
-      const authority = hostEnd < 0 ? v.slice(scheme) : v.slice(scheme, scheme + hostEnd);
-      const at = authority.lastIndexOf('@');
-      if (at >= 0) {
-        shown = `${v.slice(0, scheme)}(user-info not shown)@${v.slice(scheme + at + 1)}`;
-      }
-      const q = shown.search(/[?#]/);
-      if (q >= 0) {
-        shown = shown.slice(0, q);
-        note = ' with a query (not shown)';
-      }
-    }
-    const s = JSON.stringify(shown);
-    return `${s.length > 70 ? `${s.slice(0, 66)}..."` : s}${note}`;
-  }
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  if (Array.isArray(v)) return v.length === 0 ? 'an empty list' : `a list of ${v.length}`;
-  if (isObj(v)) return 'a mapping';
-  return typeof v;
-}
-
-function kindWord(v: unknown): string {
-  if (Array.isArray(v)) return 'a list';
-  if (isObj(v)) return 'a mapping';
-  return TYPE_WORDS[typeof v] ?? typeof v;
-}
-
-const TYPE_WORDS: Record<string, string> = {
-  object: 'a mapping',
-  array: 'a list',
-  string: 'a string',
-  number: 'a number',
-  boolean: 'true or false',
-  integer: 'an integer',
-};
-
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++)
-    for (let j = 1; j <= b.length; j++)
-      d[i]![j] = Math.min(
-        d[i - 1]![j]! + 1,
-        d[i]![j - 1]! + 1,
-        d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-  return d[a.length]![b.length]!;
-}
-
-function suggestion(got: unknown, options: readonly string[]): string {
-  if (typeof got !== 'string') return '';
-  const best = options
-    .map((o) => ({ o, d: editDistance(got.toLowerCase(), o.toLowerCase()) }))
-    .sort((x, y) => x.d - y.d)[0];
-  return best && best.d <= Math.max(1, Math.floor(best.o.length / 4)) ? ` (did you mean "${best.o}"?)` : '';
-}
-
-/** The keys a strict object accepts at `path` (following unions by the raw discriminator). */
-function allowedKeysAt(path: ReadonlyArray<PropertyKey>, raw: unknown): string[] {
-  const unwrap = (t: z.ZodTypeAny, value: unknown): z.ZodTypeAny => {
-    for (;;) {
-      if (t instanceof z.ZodEffects) t = t.innerType();
-      else if (t instanceof z.ZodDefault) t = t._def.innerType;
-      else if (t instanceof z.ZodOptional || t instanceof z.ZodNullable) t = t.unwrap();
-      else if (t instanceof z.ZodDiscriminatedUnion) {
-        const d = isObj(value) ? value[t.discriminator] : undefined;
-        const opt = t.optionsMap.get(d as string);
-        if (!opt) return t;
-        t = opt;
-      } else return t;
-    }
-  };
-  let t: z.ZodTypeAny = CleanRoomSpecBase;
-  let value: unknown = raw;
-  for (const seg of path) {
-    t = unwrap(t, value);
-    if (t instanceof z.ZodObject && typeof seg === 'string') t = t.shape[seg];
-    else if (t instanceof z.ZodArray) t = t.element;
-    else if (t instanceof z.ZodRecord) t = t.valueSchema;
-    else return [];
-    if (!t) return [];
-    value = Array.isArray(value) || isObj(value) ? at(value, [seg]) : undefined;
-  }
-  t = unwrap(t, value);
-  return t instanceof z.ZodObject ? Object.keys(t.shape) : [];
-}
-
-function issueText(issue: z.ZodIssue, raw: unknown): RawIssue[] {
-  const got = at(raw, issue.path);
-  const gotText = describe(got, issue.path);
-  switch (issue.code) {
-    case 'unrecognized_keys': {
-      const allowed = allowedKeysAt(issue.path, raw);
-      return issue.keys.map((k) => ({
-        path: [...issue.path, k],
-        message: `unknown field${suggestion(k, allowed)}; expected one of: ${allowed.join(', ')}`,
-      }));
-    }
-    case 'invalid_type': {
-      if (issue.received === 'undefined')
-        return [
-          {
-            path: issue.path,
-            message: `expected ${TYPE_WORDS[issue.expected] ?? issue.expected} (required), got nothing`,
-          },
-        ];
-      return [
-        {
-          path: issue.path,
-          message: `expected ${TYPE_WORDS[issue.expected] ?? issue.expected}, got ${gotText}`,
-        },
-      ];
-    }
-    case 'invalid_literal':
-      return [{ path: issue.path, message: `expected ${JSON.stringify(issue.expected)}, got ${gotText}` }];
-    case 'invalid_enum_value':
-    case 'invalid_union_discriminator': {
-      const options = issue.options.map(String);
-      const missing = got === undefined ? ' (required)' : '';
-      return [
-        {
-          path: issue.path,
-          message: `expected one of ${options.map((o) => JSON.stringify(o)).join(' | ')}${missing}, got ${gotText}${suggestion(got, options)}`,
-        },
-      ];
-    }
-    case 'too_small': {
-      const what =
-        issue.type === 'array'
-          ? `at least ${issue.minimum} item${Number(issue.minimum) === 1 ? '' : 's'}`
-          : issue.type === 'string'
-            ? Number(issue.minimum) === 1
-              ? 'a non-empty string'
-              : `a string of at least ${issue.minimum} characters`
-            : `a number ${issue.inclusive ? '>=' : '>'} ${issue.minimum}`;
-      return [{ path: issue.path, message: `expected ${what}, got ${gotText}` }];
-    }
-    case 'too_big': {
-      const what =
-        issue.type === 'array'
-          ? `at most ${issue.maximum} items`
-          : issue.type === 'string'
-            ? `a string of at most ${issue.maximum} characters`
-            : `a number ${issue.inclusive ? '<=' : '<'} ${issue.maximum}`;
-      return [{ path: issue.path, message: `expected ${what}, got ${gotText}` }];
-    }
-    default: {
-      const msg = issue.message.startsWith('expected')
-        ? issue.message
-        : `expected a valid value (${issue.message})`;
-      return [{ path: issue.path, message: msg.includes(', got ') ? msg : `${msg}, got ${gotText}` }];
-    }
-  }
-}
-
 /**
  * Validates spec text (YAML 1.2 or JSON — JSON is parsed by the YAML parser too, so
  * duplicate keys are errors in both). Never throws; lists every problem found.
  */
 export function validateSpec(text: string, _fileName?: string): SpecValidation {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, merge: false, prettyErrors: true });
-  if (doc.errors.length > 0) {
-    return {
-      ok: false,
-      issues: doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
-        return {
-          path: '(document)',
-          message: `expected valid YAML or JSON: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`,
-          ...(pos ? { line: pos.line } : {}),
-        };
-      }),
-    };
-  }
-  let raw: unknown;
-  try {
-    raw = doc.toJS({ maxAliasCount: 100 });
-  } catch (e) {
-    return {
-      ok: false,
-      issues: [{ path: '(document)', message: `expected a plain YAML document: ${(e as Error).message}` }],
-    };
-  }
-  const lineOf = (path: Path): number | undefined => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
-      if (node?.range) return lineCounter.linePos(node.range[0]).line;
-    }
-    return undefined;
-  };
-  const result = CleanRoomSpec.safeParse(raw);
-  if (result.success) return { ok: true, spec: result.data, issues: [] };
-
-  const rawIssues = result.error.issues.flatMap((i) => issueText(i, raw));
-  // The cross-section rules run inside the schema only when everything else parsed; run
-  // them on the raw input as well so one pass reports every problem.
-  // (When the other problems are only refinements, zod ran them already: skip duplicates.)
-  for (const i of crossCheck(raw)) {
-    const dup = rawIssues.some((r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message));
-    if (!dup)
-      rawIssues.push({ path: i.path, message: `${i.message}, got ${describe(at(raw, i.path), i.path)}` });
-  }
-  const issues = rawIssues.map((i) => {
+  const read = readDocument(text);
+  if (!read.ok) return { ok: false, issues: read.issues, warnings: [] };
+  const { raw, lineOf } = read;
+  const located = (i: RawIssue): SpecIssue => {
     const line = lineOf(i.path);
     return { path: fmtPath(i.path), message: i.message, ...(line !== undefined ? { line } : {}) };
-  });
-  // Source order reads best; Array.prototype.sort is stable for equal lines.
-  issues.sort((a, b) => (a.line ?? Number.MAX_SAFE_INTEGER) - (b.line ?? Number.MAX_SAFE_INTEGER));
-  return { ok: false, issues };
+  };
+  const migrated = migrateDeprecated(raw);
+  const warnings = migrated.warnings.map(located);
+  const input = migrated.value;
+  const result = CleanRoomSpec.safeParse(input);
+  if (result.success && migrated.issues.length === 0)
+    return { ok: true, spec: result.data, issues: [], warnings };
+
+  const rawIssues = [...migrated.issues];
+  if (!result.success) {
+    rawIssues.push(
+      ...result.error.issues.flatMap((i) => zodIssueText(i, input, CleanRoomSpecBase, isSecretPath)),
+    );
+    // The cross-section rules run inside the schema only when everything else parsed; run
+    // them on the raw input as well so one pass reports every problem.
+    // (When the other problems are only refinements, zod ran them already: skip duplicates.)
+    for (const i of crossCheck(input)) {
+      const dup = rawIssues.some(
+        (r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message),
+      );
+      if (!dup)
+        rawIssues.push({
+          path: i.path,
+          message: `${i.message}, got ${describe(at(input, i.path), i.path, isSecretPath)}`,
+        });
+    }
+  }
+  // Source order reads best.
+  return { ok: false, issues: renderIssues(rawIssues, lineOf), warnings };
 }
 
 export function formatSpecIssues(issues: SpecIssue[]): string {
-  return issues
-    .map((i) => `  - ${i.path}: ${i.message}${i.line !== undefined ? ` [line ${i.line}]` : ''}`)
-    .join('\n');
+  return formatIssues(issues);
 }
 
 /**
  * Parses and validates a spec; throws MembraneError 'SPEC_INVALID' listing every issue
  * (one per line, `path: expected ..., got ...`). The error also carries `issues`.
  */
-export function parseSpec(text: string, fileName?: string): CleanRoomSpec {
+export function parseSpec(
+  text: string,
+  fileName?: string,
+  opts: { onWarning?: (w: SpecIssue) => void } = {},
+): CleanRoomSpec {
   const v = validateSpec(text, fileName);
+  for (const w of v.warnings) opts.onWarning?.(w);
   if (v.ok) return v.spec;
   const n = v.issues.length;
   throw Object.assign(
@@ -1052,6 +959,7 @@ export function resolveSpecPaths(spec: CleanRoomSpec, baseDir: string): CleanRoo
     }
     v.protection.recipientPublicKey = r(v.protection.recipientPublicKey);
   }
+  if (s.network?.http?.outbound) s.network.http.outbound = mapEgressPolicyPaths(s.network.http.outbound, r);
   if (s.governance) s.governance.ca = r(s.governance.ca);
   if (s.telemetry) s.telemetry.file = r(s.telemetry.file);
   s.runtime.auditLog = r(s.runtime.auditLog);

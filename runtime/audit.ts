@@ -20,8 +20,9 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
 import canonicalizeImport from 'canonicalize';
 import { MembraneError } from '../policy/errors.js';
-// The event and sink shapes are the volume's (proxies may not import runtime; runtime may import proxies).
-import type { AuditEvent, AuditSink } from '../proxies/blob-volume/hooks.js';
+
+// The event and sink shapes are the proxy contract's (proxies may not import runtime; runtime may import proxies).
+import type { AuditEvent, AuditSink } from '../proxies/proxy.js';
 import { flockExclusive } from './process-hardening.js';
 import { READ_CAPS, readCapped } from './read-capped.js';
 

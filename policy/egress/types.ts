@@ -80,6 +80,8 @@ export interface AddressDecision {
   readonly ip: string;
   readonly class: AddressClass;
   readonly reason: string;
+  /** What decided: 'address:public', 'address:loopback', 'allowAddresses[0]', 'deny[2]', 'address:self', … */
+  readonly rule?: string;
 }
 
 export interface Endpoint4Self {

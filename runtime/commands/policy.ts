@@ -5,8 +5,10 @@
  * a diagnostic for "why was my release refused?", not a gate (Key Vault, or the
  * emulator, verifies the token before it evaluates the policy).
  */
+import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { checkEgress, parseEgressUrl } from '../../policy/egress/index.js';
 import { MembraneError } from '../../policy/errors.js';
 import {
   claimsLookup,
@@ -14,9 +16,38 @@ import {
   evaluateReleasePolicy,
   formatVerdict,
 } from '../../policy/release-policy.js';
+import { loadEgressPolicyFile } from '../egress-policy.js';
 import { parse, required } from './_args.js';
 
-export const summary = 'explain a Key Vault release policy against an attestation token';
+export const summary = 'explain a Key Vault release policy; check a URL against an egress policy';
+
+const usage = `Usage: membrane policy <subcommand> [options]
+
+Subcommands:
+  explain       explain a Key Vault release policy against an attestation token
+  check-egress  would an egress policy let this URL and method leave? (offline)
+
+Run 'membrane policy <subcommand> --help' for its options.`;
+
+const checkEgressHelp = `Usage: membrane policy check-egress --policy egress.yaml --url URL [--method M] [--json] [--resolve]
+
+Decides, offline, whether the HTTP egress policy lets a request leave: the rules (deny
+first, then allow, first match wins, default deny) on method, host, port and path, then
+the address class of the destination (only public addresses unless allowAddresses names
+them). For a host name the address is checked only with --resolve, which looks the name up
+(every answer is checked, as the proxy does). Nothing is sent to the destination.
+
+Options:
+  --policy F   the egress policy file (YAML or JSON; see docs/http-egress.md); files it
+               references (tls.ca, inspect.schema) are read relative to it
+  --url URL    the http:// or https:// URL the application would call
+  --method M   the HTTP method (default GET)
+  --resolve    resolve a host name and check every address it resolves to
+  --json       print {allowed, reason, rule, address: {ip, class} | null}
+  -h, --help   this help
+
+Exit status: 0 when the check ran (allowed or not), 1 when the policy file is unreadable
+or invalid, 2 on a usage error.`;
 
 const help = `Usage: membrane policy explain --policy P.json --token T.jwt [--json]
 
@@ -139,12 +170,70 @@ async function explain(argv: string[]): Promise<number> {
   return verdict.allowed ? 0 : 1;
 }
 
+async function checkEgressCommand(argv: string[]): Promise<number> {
+  const { values, help: shown } = parse(
+    argv,
+    {
+      policy: { type: 'string' },
+      url: { type: 'string' },
+      method: { type: 'string' },
+      json: { type: 'boolean' },
+      resolve: { type: 'boolean' },
+    },
+    checkEgressHelp,
+  );
+  if (shown) return 0;
+  const policyPath = required(values.policy, '--policy', checkEgressHelp);
+  const url = required(values.url, '--url', checkEgressHelp);
+  const method = values.method ?? 'GET';
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/.test(method))
+    throw new MembraneError(
+      'USAGE',
+      `--method must be an HTTP method such as GET or POST\n\n${checkEgressHelp}`,
+    );
+  try {
+    new URL(url);
+  } catch {
+    throw new MembraneError('USAGE', `--url is not a URL: ${JSON.stringify(url)}\n\n${checkEgressHelp}`);
+  }
+
+  const compiled = loadEgressPolicyFile(policyPath);
+
+  let answers: string[] | undefined;
+  let lookupFailure: string | undefined;
+  const target = parseEgressUrl(url);
+  if (values.resolve && target.ok && !/^\[|^[\d.]+$/.test(target.host)) {
+    try {
+      answers = (await lookup(target.host, { all: true, verbatim: true })).map((a) => a.address);
+    } catch (e) {
+      lookupFailure = `${target.host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+    }
+  }
+  const result = lookupFailure
+    ? { allowed: false, reason: lookupFailure, rule: 'no-address', address: null }
+    : checkEgress(compiled, { url, method, ...(answers ? { answers } : {}) });
+  // A name refused by the rules does not need its addresses: the result says so already.
+
+  if (values.json) console.log(JSON.stringify(result));
+  else {
+    console.log(`${result.allowed ? 'ALLOWED' : 'DENIED'}  ${method.toUpperCase()} ${url}`);
+    console.log(`rule:    ${result.rule}`);
+    console.log(`reason:  ${result.reason}`);
+    console.log(
+      `address: ${result.address ? `${result.address.ip} (${result.address.class})` : 'not checked (a host name: use --resolve to check its addresses)'}`,
+    );
+    console.log(`policy:  sha256:${compiled.digest}`);
+  }
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === 'explain') return explain(rest);
+  if (sub === 'check-egress') return checkEgressCommand(rest);
   if (sub === undefined || sub === '--help' || sub === '-h') {
-    console.log(help);
+    console.log(usage);
     return sub === undefined ? 2 : 0;
   }
-  throw new MembraneError('USAGE', `unknown subcommand '${sub}'\n\n${help}`);
+  throw new MembraneError('USAGE', `unknown subcommand '${sub}'\n\n${usage}`);
 }

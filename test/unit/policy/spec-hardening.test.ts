@@ -72,7 +72,7 @@ const osStrings: Array<{ name: string; yaml: string; path: RegExp }> = [
   {
     name: 'a mount path with a newline',
     yaml: `${head}datasources: [{ name: d, mount: "/mnt/a\\nb", store: { type: fs, path: /s }, protection: { mode: secure, key: k } }]\n`,
-    path: /datasources\[0\]\.mount: expected a path without NUL or newline/,
+    path: /datasources\[0\]\.mount: expected a path without (NUL or newline|control) characters/,
   },
   {
     name: 'an audit log path with a newline',
