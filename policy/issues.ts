@@ -65,17 +65,38 @@ export function describe(
 ): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null';
+  // A secret-bearing field is described by its kind only, whatever its type: a token
+  // written as a number or a list is still a token (issue 12, defect 15).
+  if (isSecretPath(path)) return `${kindWord(v)} (value not shown)`;
   if (typeof v === 'string') {
-    if (isSecretPath(path)) return 'a string (value not shown)';
-    // A URL's query may carry a SAS signature: show only what precedes it.
-    const q = /^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v.indexOf('?') : -1;
-    const s = q >= 0 ? `${JSON.stringify(v.slice(0, q))} with a query (not shown)` : JSON.stringify(v);
-    return s.length > 70 ? `${s.slice(0, 66)}..."` : s;
+    let shown = v;
+    let note = '';
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
+      // A URL's user-info may carry a password and its query a SAS signature: show neither.
+      const scheme = v.indexOf('://') + 3;
+      const hostEnd = v.slice(scheme).search(/[/?#]/);
+      const authority = hostEnd < 0 ? v.slice(scheme) : v.slice(scheme, scheme + hostEnd);
+      const at = authority.lastIndexOf('@');
+      if (at >= 0) shown = `${v.slice(0, scheme)}(user-info not shown)@${v.slice(scheme + at + 1)}`;
+      const q = shown.search(/[?#]/);
+      if (q >= 0) {
+        shown = shown.slice(0, q);
+        note = ' with a query (not shown)';
+      }
+    }
+    const s = JSON.stringify(shown);
+    return `${s.length > 70 ? `${s.slice(0, 66)}..."` : s}${note}`;
   }
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);
   if (Array.isArray(v)) return v.length === 0 ? 'an empty list' : `a list of ${v.length}`;
   if (isObj(v)) return 'a mapping';
   return typeof v;
+}
+
+function kindWord(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (isObj(v)) return 'a mapping';
+  return TYPE_WORDS[typeof v] ?? typeof v;
 }
 
 const TYPE_WORDS: Record<string, string> = {

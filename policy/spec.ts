@@ -47,16 +47,21 @@ export const SPEC_VERSION = '1';
 // ------------------------------------------------------------------ field helpers
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const NAME_EXPECTED =
+/** The datasource/datasink name rule, shared with the CLI (`protect --datasource`). */
+export const isValidName = (s: string): boolean => NAME_RE.test(s);
+export const NAME_EXPECTED =
   'expected a name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 
 /** Names become file names (`<name>.<kind>.ready`) and audit subjects, hence the charset. */
 const nameField = z.string().regex(NAME_RE, NAME_EXPECTED);
 
+/** Strings the OS will see: NUL cannot cross execve/open, and a newline breaks mount tables. */
+const hasNulOrNewline = (s: string) => /[\0\n\r]/.test(s);
+
 const pathField = z.string().superRefine((p, ctx) => {
   if (p.length === 0) ctx.addIssue({ code: 'custom', message: 'expected a non-empty path' });
-  else if (p.includes('\0'))
-    ctx.addIssue({ code: 'custom', message: 'expected a path without NUL characters' });
+  else if (hasNulOrNewline(p))
+    ctx.addIssue({ code: 'custom', message: 'expected a path without NUL or newline characters' });
 });
 
 /**
@@ -182,7 +187,13 @@ const Attestation = z
     allowInsecureVirtual: z.boolean().optional(),
     virtualPolicyFile: pathField.optional(),
     securityContextDir: pathField.optional(),
+    /** Extra TLS trust (PEM) for Key Vault, MAA and KBS connections (the local emulators' CA). */
     ca: pathField.optional(),
+    /**
+     * PEM anchors that replace the Azure roots for Key Vault release signatures (the emulators'
+     * CA in development). Apart from `ca`: TLS trust never implies trust in released keys.
+     */
+    releaseTrustAnchors: pathField.optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
@@ -553,7 +564,15 @@ const Telemetry = z
 
 const Application = z
   .object({
-    command: z.array(z.string().min(1)).min(1).optional(),
+    command: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .refine((a) => !a.includes('\0'), 'expected an argument without NUL characters'),
+      )
+      .min(1)
+      .optional(),
     env: z
       .record(
         z
@@ -562,7 +581,7 @@ const Application = z
             /^[A-Za-z_][A-Za-z0-9_]*$/,
             'expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)',
           ),
-        z.string(),
+        z.string().refine((v) => !v.includes('\0'), 'expected a value without NUL characters'),
       )
       .optional(),
   })
@@ -928,6 +947,7 @@ export function resolveSpecPaths(spec: CleanRoomSpec, baseDir: string): CleanRoo
   a.virtualPolicyFile = r(a.virtualPolicyFile);
   a.securityContextDir = r(a.securityContextDir);
   a.ca = r(a.ca);
+  a.releaseTrustAnchors = r(a.releaseTrustAnchors);
   for (const i of s.identities) if (i.kind !== 'managed-identity') i.tokenFile = r(i.tokenFile);
   for (const k of s.keys.keks) if (k.broker === 'local') k.file = r(k.file);
   for (const d of s.keys.deks) if (d.source.kind !== 'akv-secret') d.source.path = r(d.source.path);

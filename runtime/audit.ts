@@ -16,13 +16,15 @@
  * fdatasync. `flush()` waits for that; `close()` also drains forwarding.
  */
 import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
 import canonicalizeImport from 'canonicalize';
 import { MembraneError } from '../policy/errors.js';
 
 // The event and sink shapes are the proxy contract's (proxies may not import runtime; runtime may import proxies).
 import type { AuditEvent, AuditSink } from '../proxies/proxy.js';
+import { flockExclusive } from './process-hardening.js';
+import { READ_CAPS, readCapped } from './read-capped.js';
 
 export type { AuditEvent, AuditSink };
 
@@ -47,6 +49,11 @@ export interface AuditLogOptions {
   log?: (line: string) => void;
   /** Clock, for tests. */
   now?: () => Date;
+  /**
+   * Called once when a write fails: the runtime stops the clean room on it (fail closed: a
+   * run whose record cannot be kept must not continue). Never receives event details.
+   */
+  onWriteError?: (e: MembraneError) => void;
 }
 
 export interface AuditStats {
@@ -59,6 +66,16 @@ export interface AuditStats {
 
 export const GENESIS_PREV = '0'.repeat(64);
 const FILE_MODE = 0o600;
+const OPEN_FLAGS = fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+const LOCK_FLAGS = fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+/** Read whole at open to verify the chain: beyond this, archive the log (and bound memory). */
+const MAX_AUDIT_BYTES = 1024 * 1024 * 1024;
+
+export const AuditErrorCode = {
+  UNUSABLE: 'AUDIT_UNUSABLE',
+  NOT_A_LOG: 'AUDIT_NOT_A_LOG',
+  WRITE_FAILED: 'AUDIT_WRITE_FAILED',
+} as const;
 /** Forwarding is best effort: beyond this many unsent records the oldest are given up (counted). */
 const MAX_FORWARD_QUEUE = 10_000;
 /** After this many consecutive forwarding failures, stop trying for a while instead of stalling close(). */
@@ -134,15 +151,43 @@ export class AuditLog implements AuditSink {
     const unlock = await lockFile(file);
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(file, 'a+', FILE_MODE);
+      // O_NOFOLLOW: a symlink planted at the log's path is not followed; O_NONBLOCK: a FIFO
+      // there cannot block the open (it is refused just below as not a regular file).
+      fh = await fsp.open(file, OPEN_FLAGS, FILE_MODE);
     } catch (e) {
       await unlock();
-      throw e;
+      throw new MembraneError(
+        AuditErrorCode.UNUSABLE,
+        `cannot open the audit log (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); it must be a regular file, not a symbolic link`,
+        { where: file, cause: e },
+      );
     }
     try {
       const st = await fh.stat();
+      // Fail closed: /dev/null (or a FIFO, a socket) would swallow the record of the run.
+      if (!st.isFile())
+        throw new MembraneError(
+          AuditErrorCode.UNUSABLE,
+          'the audit log must be a regular file (or absent, to be created)',
+          { where: file },
+        );
+      if (st.size > MAX_AUDIT_BYTES)
+        throw new MembraneError(
+          AuditErrorCode.UNUSABLE,
+          `the audit log is larger than ${MAX_AUDIT_BYTES} bytes; archive it and start a new one`,
+          { where: file },
+        );
       if ((st.mode & 0o077) !== 0) await fh.chmod(FILE_MODE);
       const content = await fh.readFile();
+      // A file that does not start with a valid first record is not an audit log (a key file,
+      // a report...): refuse it and never rewrite it — the torn-tail repair below is only
+      // for a log whose chain is intact up to the tear.
+      if (content.length > 0 && !startsWithFirstRecord(content))
+        throw new MembraneError(
+          AuditErrorCode.NOT_A_LOG,
+          'the file named as audit log is not a Membrane audit log (its first line is not a valid first record); refusing to touch it — name a new file',
+          { where: file },
+        );
       let torn: Buffer | undefined;
       let body = content;
       if (content.length > 0 && content[content.length - 1] !== 0x0a) {
@@ -220,15 +265,18 @@ export class AuditLog implements AuditSink {
   /** Resolves when every record emitted so far is on disk (fdatasync'd); rejects if writing failed. */
   async flush(): Promise<void> {
     while (this.writing) await this.writing;
-    if (this.writeError)
-      throw new MembraneError(
-        'AUDIT_WRITE_FAILED',
-        `the audit log could not be written: ${this.writeError.message}`,
-        {
-          where: this.file,
-          cause: this.writeError,
-        },
-      );
+    const f = this.failure();
+    if (f) throw f;
+  }
+
+  /** The write failure as a typed error, once writing has failed. */
+  failure(): MembraneError | undefined {
+    if (!this.writeError) return undefined;
+    return new MembraneError(
+      AuditErrorCode.WRITE_FAILED,
+      `the audit log could not be written: ${this.writeError.message}`,
+      { where: this.file, cause: this.writeError },
+    );
   }
 
   /** Flushes, drains forwarding (bounded by the governance client's timeouts), closes the file. */
@@ -279,6 +327,11 @@ export class AuditLog implements AuditSink {
         this.counters.dropped += batch.length + this.pending.length;
         this.pending.length = 0;
         this.log(`writing the audit log failed (${(e as Error).message}); further events are dropped`);
+        try {
+          this.opts.onWriteError?.(this.failure()!);
+        } catch {
+          /* the callback's problem must not break the writer */
+        }
         return;
       }
       // Forward only what is durable locally, in order.
@@ -323,39 +376,68 @@ export class AuditLog implements AuditSink {
 
 /**
  * One writer per log: two runtimes appending to the same file would interleave two
- * chains. `<file>.lock` holds the owner's pid; a lock whose process is gone is stale
- * and taken over.
+ * chains. The lock is flock(2) on `<file>.lock`, which the kernel drops when the holder
+ * exits or is killed — a pid file checked with kill(pid, 0) was fooled by zombies and by
+ * PID reuse and refused crash loops. The lock file is never removed (removing it would let
+ * a second runtime lock a fresh inode while the first still holds the old one); the pid
+ * written into it is for the operator's message only.
  */
 async function lockFile(file: string): Promise<() => Promise<void>> {
   const lock = `${file}.lock`;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await fsp.writeFile(lock, `${process.pid}\n`, { flag: 'wx', mode: FILE_MODE });
-      return async () => {
-        await fsp.rm(lock, { force: true });
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number((await fsp.readFile(lock, 'utf8').catch(() => '')).trim());
-      let alive = false;
-      if (Number.isSafeInteger(pid) && pid > 0) {
-        try {
-          process.kill(pid, 0);
-          alive = true;
-        } catch (k) {
-          alive = (k as NodeJS.ErrnoException).code === 'EPERM';
-        }
-      }
-      if (alive)
-        throw new MembraneError(
-          'AUDIT_LOCKED',
-          `the audit log is in use by process ${pid} (another membrane runtime?) — one runtime per audit log`,
-          { where: file },
-        );
-      await fsp.rm(lock, { force: true });
-    }
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(lock, LOCK_FLAGS, FILE_MODE);
+  } catch (e) {
+    throw new MembraneError(
+      'AUDIT_LOCKED',
+      `cannot open the audit log's lock file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      { where: lock, cause: e },
+    );
   }
-  throw new MembraneError('AUDIT_LOCKED', 'could not take the audit log lock', { where: `${file}.lock` });
+  let held: boolean;
+  try {
+    if (!(await fh.stat()).isFile())
+      throw new MembraneError('AUDIT_LOCKED', "the audit log's lock file is not a regular file", {
+        where: lock,
+      });
+    held = flockExclusive(fh.fd);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    throw e;
+  }
+  if (!held) {
+    const pid = (await fh.readFile('utf8').catch(() => '')).trim();
+    await fh.close().catch(() => {});
+    throw new MembraneError(
+      'AUDIT_LOCKED',
+      `the audit log is in use by ${/^\d+$/.test(pid) ? `process ${pid}` : 'another process'} (another membrane runtime?) — one runtime per audit log`,
+      { where: file },
+    );
+  }
+  await fh.truncate(0);
+  await fh.write(`${process.pid}\n`, 0);
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    await fh.truncate(0).catch(() => {});
+    await fh.close(); // closing the last descriptor releases the flock
+  };
+}
+
+/** Whether `content` starts with a line that is a valid first record (seq 1, genesis prev, own hash). */
+function startsWithFirstRecord(content: Buffer): boolean {
+  const nl = content.indexOf(0x0a);
+  const line = content.toString('utf8', 0, nl < 0 ? content.length : nl);
+  let rec: unknown;
+  try {
+    rec = JSON.parse(line);
+  } catch {
+    return false;
+  }
+  if (checkShape(rec)) return false;
+  const r = rec as AuditRecord;
+  return r.seq === 1 && r.prev === GENESIS_PREV && recordHash(r) === r.hash && jcs(r) === line;
 }
 
 // ------------------------------------------------------------------ verification
@@ -443,7 +525,8 @@ function verifyBuffer(content: Buffer): AuditVerification & { lastLineHash?: str
 export async function verifyAuditLog(file: string): Promise<AuditVerification> {
   let content: Buffer;
   try {
-    content = await fsp.readFile(file);
+    // Capped and regular files only: /dev/zero or a FIFO named by --file must not hang verify.
+    content = await readCapped(file, { maxBytes: READ_CAPS.auditLog, what: 'audit log' });
   } catch (e) {
     throw new MembraneError('AUDIT_UNREADABLE', `cannot read the audit log: ${(e as Error).message}`, {
       where: file,

@@ -8,11 +8,15 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMembraneError } from '../policy/errors.js';
+import { hardenProcess } from './process-hardening.js';
 
 export interface Command {
   summary: string;
   main(argv: string[]): Promise<number>;
 }
+
+/** Commands that hold key bytes: no core dumps, not ptrace-attachable (runtime/process-hardening.ts). */
+const KEY_HOLDING = new Set(['up', 'skr', 'keys', 'protect', 'unprotect']);
 
 const commandsDir = join(dirname(fileURLToPath(import.meta.url)), 'commands');
 
@@ -54,6 +58,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   try {
+    if (KEY_HOLDING.has(name)) hardenProcess((l) => console.error(`membrane ${name}: ${l}`));
     return await cmd.main(rest);
   } catch (e) {
     // Typed errors already say what and where; anything else is a bug, so show the stack.

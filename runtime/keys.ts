@@ -8,7 +8,6 @@
  * bound into the report (report_data) is what Key Vault wraps the release to.
  */
 import { constants, createPrivateKey, createPublicKey, type KeyObject, privateDecrypt } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { MembraneError } from '../policy/errors.js';
 import type { CleanRoomSpec, IdentitySpec, KekSpec } from '../policy/spec.js';
 import {
@@ -24,6 +23,8 @@ import { selectProvider } from '../skr-client/evidence/index.js';
 import type { EvidenceProvider } from '../skr-client/evidence/types.js';
 import { KbsClient } from '../skr-client/kbs/client.js';
 import { attestSevSnp, createRuntimeKey, type RuntimeKey } from '../skr-client/maa/client.js';
+import { zeroBytes } from './process-hardening.js';
+import { READ_CAPS, readCapped, readCappedText } from './read-capped.js';
 
 export interface KeyBundle {
   /** 32-byte data keys by DEK name. */
@@ -71,7 +72,7 @@ function tokenSourceFor(id: IdentitySpec): TokenSource {
         kind: 'static',
         getToken: async () => {
           try {
-            return (await readFile(file, 'utf8')).trim();
+            return (await readCappedText(file, { maxBytes: READ_CAPS.key, what: 'token file' })).trim();
           } catch (e) {
             throw new MembraneError(
               'IDENTITY_UNAVAILABLE',
@@ -86,7 +87,9 @@ function tokenSourceFor(id: IdentitySpec): TokenSource {
 }
 
 async function readOptional(path: string | undefined): Promise<string | undefined> {
-  return path === undefined ? undefined : readFile(path, 'utf8');
+  return path === undefined
+    ? undefined
+    : readCappedText(path, { maxBytes: READ_CAPS.document, what: 'CA file' });
 }
 
 export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Promise<KeyBundle> {
@@ -94,6 +97,7 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
   const keks = new Map<string, KeyObject>();
   const identities = tokenSources(spec);
   const ca = await readOptional(spec.attestation.ca);
+  const releaseAnchors = await readOptional(spec.attestation.releaseTrustAnchors);
   let claims: Record<string, unknown> | undefined;
   let attestation: { endpoint: string; token: string } | undefined;
 
@@ -103,7 +107,10 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
     provider = await selectProvider({
       provider: spec.attestation.provider,
       virtualPolicy: spec.attestation.virtualPolicyFile
-        ? await readFile(spec.attestation.virtualPolicyFile)
+        ? await readCapped(spec.attestation.virtualPolicyFile, {
+            maxBytes: READ_CAPS.document,
+            what: 'virtual policy file',
+          })
         : undefined,
       allowInsecureVirtual: spec.attestation.allowInsecureVirtual,
       securityContextDir: spec.attestation.securityContextDir,
@@ -151,7 +158,17 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
 
   try {
     for (const kek of spec.keys.keks) {
-      keks.set(kek.name, await releaseKek(kek, { identities, maaToken, kbsClient, ca, log: ctx.log }));
+      keks.set(
+        kek.name,
+        await releaseKek(kek, {
+          identities,
+          maaToken,
+          kbsClient,
+          ca,
+          trustAnchors: releaseAnchors ? [releaseAnchors] : undefined,
+          log: ctx.log,
+        }),
+      );
     }
     for (const dek of spec.keys.deks) {
       const where = `keys.deks[${dek.name}]`;
@@ -161,10 +178,14 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
       let key: Buffer;
       switch (dek.source.kind) {
         case 'file':
-          key = await readFile(dek.source.path);
+          key = await readCapped(dek.source.path, { maxBytes: READ_CAPS.key, what: 'DEK file' });
           break;
         case 'wrapped-file':
-          key = rsaOaep256Unwrap(await readFile(dek.source.path), kek!, where);
+          key = rsaOaep256Unwrap(
+            await readCapped(dek.source.path, { maxBytes: READ_CAPS.key, what: 'wrapped DEK file' }),
+            kek!,
+            where,
+          );
           break;
         case 'akv-secret': {
           const credential = dek.source.identity ? identities.get(dek.source.identity) : undefined;
@@ -181,7 +202,12 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
           });
           if (!kek)
             throw new MembraneError('SPEC_INVALID', 'a Key Vault secret DEK must name wrappedBy', { where });
-          key = unwrapDekWithKek(secret.value, Buffer.from(kek.export({ format: 'der', type: 'pkcs8' })));
+          const kekDer = kek.export({ format: 'der', type: 'pkcs8' });
+          try {
+            key = unwrapDekWithKek(secret.value, kekDer);
+          } finally {
+            zeroBytes(kekDer); // a transient copy of the KEK: never left for the GC to find
+          }
           break;
         }
       }
@@ -193,7 +219,7 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
       ctx.log(`keys: DEK '${dek.name}' ready`);
     }
   } catch (e) {
-    for (const k of deks.values()) k.fill(0);
+    for (const k of deks.values()) zeroBytes(k);
     throw e;
   }
   return {
@@ -202,7 +228,9 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
     claims,
     attestation,
     destroy() {
-      for (const k of deks.values()) k.fill(0);
+      // explicit_bzero: the one copy of each DEK the runtime holds (keyrings made from them
+      // hold their own; see docs/threat-model.md, "Keys in memory").
+      for (const k of deks.values()) zeroBytes(k);
       deks.clear();
       keks.clear();
     },
@@ -216,6 +244,7 @@ async function releaseKek(
     maaToken: () => Promise<{ token: string; runtime: RuntimeKey }>;
     kbsClient: () => KbsClient;
     ca: string | undefined;
+    trustAnchors: string[] | undefined;
     log: (l: string) => void;
   },
 ): Promise<KeyObject> {
@@ -223,13 +252,24 @@ async function releaseKek(
   switch (kek.broker) {
     case 'local':
       env.log(`keys: KEK '${kek.name}' from a local file (development only: no attestation involved)`);
-      return asRsaPrivate(await readFile(kek.file), 'pem', where);
+      return asRsaPrivate(
+        await readCapped(kek.file, { maxBytes: READ_CAPS.key, what: 'KEK file' }),
+        'pem',
+        where,
+      );
     case 'azure-akv': {
       const { token, runtime } = await env.maaToken();
       const credential: TokenSource = kek.identity
         ? env.identities.get(kek.identity)!
         : { kind: 'static', getToken: async () => '' };
-      const released = await releaseKey({ kid: kek.kid, maaToken: token, runtime, credential, ca: env.ca });
+      const released = await releaseKey({
+        kid: kek.kid,
+        maaToken: token,
+        runtime,
+        credential,
+        ca: env.ca,
+        trustAnchors: env.trustAnchors,
+      });
       env.log(`keys: KEK '${kek.name}' released (${released.kty}, thumbprint ${released.thumbprint})`);
       if (released.kty !== 'RSA' && released.kty !== 'RSA-HSM') {
         released.key.fill(0);

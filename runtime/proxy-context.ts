@@ -4,7 +4,7 @@
  * identities, the audit log, a Meter tagged with the proxy's name, a log, a private state
  * directory, and Membrane's own listeners (so a network proxy can refuse to dial them).
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
 import { dekKeyring, type Keyring, rsaKeyring } from '../proxies/core/index.js';
@@ -17,6 +17,7 @@ import type {
   ProxyKind,
 } from '../proxies/proxy.js';
 import type { TokenSource } from '../skr-client/akv/index.js';
+import { READ_CAPS, readCappedText } from './read-capped.js';
 
 export const ProxyContextErrorCode = {
   /** A proxy asked for a DEK the spec's keys section does not declare (or that was not released). */
@@ -92,7 +93,12 @@ export async function createProxyContext(
     async recipient(publicKeyFile: string): Promise<Keyring> {
       try {
         // Only the public half: the keyring can seal to the recipient, never open.
-        return rsaKeyring({ publicKey: await readFile(publicKeyFile, 'utf8') });
+        return rsaKeyring({
+          publicKey: await readCappedText(publicKeyFile, {
+            maxBytes: READ_CAPS.key,
+            what: 'recipient public key',
+          }),
+        });
       } catch (e) {
         throw new MembraneError(
           ProxyContextErrorCode.RECIPIENT_INVALID,

@@ -11,7 +11,7 @@
  * A proxy that fails to close is audited and makes the exit status non-zero.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
 import { type CleanRoomSpec, parseSpec, resolveSpecPaths } from '../policy/spec.js';
@@ -21,6 +21,7 @@ import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
 import { createRunKey, publishRunKey, type RunKey } from './provenance.js';
 import { ProxySet } from './proxy-set.js';
+import { READ_CAPS, readCappedText } from './read-capped.js';
 import { startTelemetry } from './telemetry.js';
 
 export interface UpOptions {
@@ -34,7 +35,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const file = resolve(specFile);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readCappedText(file, { maxBytes: READ_CAPS.document, what: 'clean-room spec' });
   } catch (e) {
     throw new MembraneError('SPEC_UNREADABLE', 'cannot read the clean-room spec', { where: file, cause: e });
   }
@@ -46,7 +47,16 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const telemetry = await startTelemetry(spec.telemetry);
   const governance = spec.governance ? await GovernanceClient.fromSpec(spec.governance, name) : undefined;
   await mkdir(dirname(spec.runtime.auditLog), { recursive: true, mode: 0o700 });
-  const audit = await AuditLog.open(spec.runtime.auditLog, { governance });
+  // Fail closed on audit: a run whose record cannot be written stops (application
+  // terminated, teardown, non-zero exit) rather than continuing unrecorded.
+  const auditFailed = new AbortController();
+  const audit = await AuditLog.open(spec.runtime.auditLog, {
+    governance,
+    onWriteError: (e) => {
+      log(`stopping the clean room: ${e.message}`);
+      auditFailed.abort(e);
+    },
+  });
   let keys: KeyBundle | undefined;
   let health: Health | undefined;
   let proxies: ProxySet | undefined;
@@ -66,9 +76,12 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       subject: name,
       details: { reason, exitCode, ...(stopFailed.length ? { stopFailed } : {}) },
     });
-    await audit.close();
-    await telemetry.shutdown();
-    await health?.close();
+    try {
+      await audit.close();
+    } finally {
+      await telemetry.shutdown();
+      await health?.close();
+    }
     return failures.length === 0;
   };
 
@@ -110,6 +123,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
     await proxies.startAll(spec);
     const running = proxies.running;
     appEnv = proxies.appEnv(spec.application?.env);
+    throwIfAuditFailed(auditFailed.signal);
     health.setReady(running);
     const names = running.map((p) => p.name);
     const volumes = running.filter((p) => p.kind === 'blob-volume').map((p) => p.name);
@@ -124,7 +138,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       subject: name,
       details: { error: message, code: (e as MembraneError).code },
     });
-    await teardown('start failed', undefined);
+    await teardown('start failed', undefined).catch(() => {});
     throw e;
   }
 
@@ -132,18 +146,31 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   const command = opts.command?.length ? opts.command : spec.application?.command;
   let exitCode = 0;
   let reason: string;
-  if (command?.length) {
-    audit.emit({ type: 'application.started', subject: command[0], details: { args: command.length - 1 } });
-    exitCode = await runApplication(command, appEnv, log);
-    audit.emit({ type: 'application.exited', subject: command[0], details: { exitCode } });
-    reason = 'application exited';
-  } else {
-    reason = await waitForSignal();
+  try {
+    if (command?.length) {
+      audit.emit({ type: 'application.started', subject: command[0], details: { args: command.length - 1 } });
+      exitCode = await runApplication(command, appEnv, log, auditFailed.signal);
+      audit.emit({ type: 'application.exited', subject: command[0], details: { exitCode } });
+      reason = 'application exited';
+    } else {
+      reason = await waitForSignal(auditFailed.signal);
+    }
+    throwIfAuditFailed(auditFailed.signal);
+  } catch (e) {
+    // Every failure after the proxies are up tears down (a throw here once left mounts up
+    // and the process hanging); an audit failure is itself the error reported.
+    const err = auditFailed.signal.aborted ? (auditFailed.signal.reason as Error) : e;
+    await teardown(`failed: ${(err as Error).message}`, undefined).catch(() => {});
+    throw err;
   }
   const stopped = await teardown(reason, exitCode);
   // Outputs may not have been committed: never report success then.
   if (!stopped && exitCode === 0) exitCode = 1;
   return exitCode;
+}
+
+function throwIfAuditFailed(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason as Error;
 }
 
 function attestationSummary(
@@ -168,12 +195,35 @@ function runApplication(
   command: string[],
   env: Record<string, string>,
   log: (l: string) => void,
+  stop: AbortSignal,
 ): Promise<number> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(command[0]!, command.slice(1), {
-      stdio: 'inherit',
-      env: { ...process.env, ...env },
-    });
+  return new Promise((resolvePromise, reject) => {
+    if (stop.aborted) {
+      reject(stop.reason as Error); // the audit failed before the application could start
+      return;
+    }
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(command[0]!, command.slice(1), {
+        stdio: 'inherit',
+        env: { ...process.env, ...env },
+      });
+    } catch (e) {
+      // spawn validates arguments synchronously (e.g. a NUL byte): a typed error, the caller tears down.
+      reject(
+        new MembraneError(
+          'APP_START_FAILED',
+          `the application could not be started: ${(e as Error).message}`,
+          { where: 'application.command', cause: e },
+        ),
+      );
+      return;
+    }
+    const onStop = () => {
+      log('stopping the application (SIGTERM)');
+      child.kill('SIGTERM');
+    };
+    stop.addEventListener('abort', onStop, { once: true });
     const forward = (sig: NodeJS.Signals) => () => {
       log(`${sig}: stopping the application`);
       child.kill(sig);
@@ -185,6 +235,7 @@ function runApplication(
     const done = (code: number) => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
+      stop.removeEventListener('abort', onStop);
       resolvePromise(code);
     };
     child.on('error', (e) => {
@@ -199,16 +250,20 @@ function signalNumber(sig: NodeJS.Signals): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 1;
 }
 
-function waitForSignal(): Promise<string> {
+function waitForSignal(stop: AbortSignal): Promise<string> {
   return new Promise((resolvePromise) => {
-    const on = (sig: NodeJS.Signals) => () => {
+    const finish = (why: string) => {
       process.off('SIGTERM', term);
       process.off('SIGINT', int);
-      resolvePromise(`received ${sig}`);
+      stop.removeEventListener('abort', onStop);
+      resolvePromise(why);
     };
+    const on = (sig: NodeJS.Signals) => () => finish(`received ${sig}`);
     const term = on('SIGTERM');
     const int = on('SIGINT');
+    const onStop = () => finish('audit failed');
     process.on('SIGTERM', term);
     process.on('SIGINT', int);
+    stop.addEventListener('abort', onStop, { once: true });
   });
 }

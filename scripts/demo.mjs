@@ -303,7 +303,8 @@ attestation:
   virtualPolicyFile: ${p('container-policy.rego')}
   maa:
     endpoint: ${emulators.maaUrl}
-  ca: ${emulators.caFile}
+  ca: ${emulators.caFile}                 # TLS trust for the emulators
+  releaseTrustAnchors: ${emulators.caFile} # their release signatures (development only)
 identities:
   - name: vault-access
     kind: static-token

@@ -6,6 +6,7 @@
  * JSON like {"error":{"code","message"}}), and Authorization never is.
  */
 
+import { BlockList, isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher, request } from 'undici';
 import { MembraneError } from '../policy/errors.js';
@@ -14,8 +15,19 @@ export interface HttpOptions {
   method?: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
   headers?: Record<string, string>;
   body?: string | Buffer;
-  /** Per attempt. Default 15 s. */
+  /**
+   * Per attempt, for the whole exchange (connect, headers and the complete body): a server
+   * dripping one byte every few seconds cannot hold the caller past it. Default 15 s.
+   */
   timeoutMs?: number;
+  /** Largest response body accepted; more is HTTP_BODY_TOO_LARGE (not retried). Default 1 MiB. */
+  maxBodyBytes?: number;
+  /**
+   * Allow http:// to any host. Default false: plain http only to loopback (127.0.0.0/8, ::1,
+   * the local emulators); anything else must be https (bearer tokens, keys and attestation
+   * results must not cross a network in cleartext).
+   */
+  allowInsecureHttp?: boolean;
   /** Attempts after the first on 429/5xx/network errors. Default 3. */
   retries?: number;
   /** Extra PEM trust anchors (e.g. the local emulators' CA). */
@@ -49,6 +61,68 @@ function dispatcherFor(ca: string | string[] | undefined, timeoutMs: number): Di
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export const HttpErrorCode = {
+  STATUS: 'HTTP_STATUS',
+  NETWORK: 'HTTP_NETWORK',
+  TIMEOUT: 'HTTP_TIMEOUT',
+  BAD_BODY: 'HTTP_BAD_BODY',
+  BODY_TOO_LARGE: 'HTTP_BODY_TOO_LARGE',
+  INSECURE_URL: 'HTTP_INSECURE_URL',
+} as const;
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** Loopback only: 127.0.0.0/8, ::1 and localhost (the emulators' hosts). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+export function isLoopbackHost(hostname: string): boolean {
+  // WHATWG URL has already normalised IPv4 spellings (0x7f.1 -> 127.0.0.1) and bracketed IPv6.
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost') return true;
+  const family = isIP(h);
+  return family !== 0 && LOOPBACK.check(h, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+/** Refuses http:// off loopback (and any scheme but http/https). */
+export function assertSecureUrl(service: string, url: URL, allowInsecureHttp = false): void {
+  const shown = `${url.protocol}//${url.host}${url.pathname}`;
+  if (url.protocol === 'https:') return;
+  if (url.protocol === 'http:' && (allowInsecureHttp || isLoopbackHost(url.hostname))) return;
+  throw new MembraneError(
+    HttpErrorCode.INSECURE_URL,
+    url.protocol === 'http:'
+      ? `${service} must be reached over https:// (plain http is accepted only on loopback, for the local emulators)`
+      : `${service} URL must be https://`,
+    { where: shown },
+  );
+}
+
+/** Reads a body to the end, refusing more than `max` bytes (the stream is destroyed at once). */
+async function readCappedBody(
+  body: Dispatcher.ResponseData['body'],
+  max: number,
+  service: string,
+  where: string,
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    n += b.length;
+    if (n > max) {
+      body.destroy();
+      throw new MembraneError(
+        HttpErrorCode.BODY_TOO_LARGE,
+        `${service} sent a response body larger than ${max} bytes; refusing it`,
+        { where },
+      );
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, n);
+}
 
 /** Short, secret-free excerpt of an error body for messages. */
 function excerpt(body: Buffer): string {
@@ -84,6 +158,8 @@ export async function http(service: string, url: string, opts: HttpOptions = {})
   const retries = opts.retries ?? 3;
   const where = new URL(url);
   const shownUrl = `${where.origin}${where.pathname}`; // never the query (SAS tokens live there)
+  assertSecureUrl(service, where, opts.allowInsecureHttp);
+  const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   let lastErr: (MembraneError & { status?: number; retryAfterMs?: number }) | undefined;
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (attempt > 0) {
@@ -92,6 +168,8 @@ export async function http(service: string, url: string, opts: HttpOptions = {})
     }
     let res: Dispatcher.ResponseData;
     let body: Buffer;
+    // headersTimeout/bodyTimeout are idle timers (reset by every byte): the deadline bounds the whole attempt.
+    const deadline = AbortSignal.timeout(timeoutMs);
     try {
       res = await request(url, {
         method: opts.method ?? 'GET',
@@ -99,13 +177,15 @@ export async function http(service: string, url: string, opts: HttpOptions = {})
         body: opts.body,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
+        signal: deadline,
         dispatcher: dispatcherFor(opts.ca, timeoutMs),
       });
-      body = Buffer.from(await res.body.arrayBuffer());
+      body = await readCappedBody(res.body, maxBody, service, shownUrl);
     } catch (e) {
+      if (e instanceof MembraneError) throw e; // too large: retrying would only fetch it again
       // Network-level failure: always retryable.
       const code = (e as { code?: string }).code ?? '';
-      const timeout = /TIMEOUT/i.test(code);
+      const timeout = /TIMEOUT/i.test(code) || deadline.aborted;
       lastErr = new MembraneError(
         timeout ? 'HTTP_TIMEOUT' : 'HTTP_NETWORK',
         `${service} ${timeout ? `did not answer within ${timeoutMs} ms` : `could not be reached (${code || (e as Error).message})`} — ${opts.hint ?? 'check the endpoint URL, network and TLS trust (--ca)'}`,

@@ -23,16 +23,24 @@ export function parse<T extends Options>(
   positionals: string[];
   help: boolean;
 } {
-  let parsed: ReturnType<typeof parseArgs>;
+  let parsed: {
+    values: Record<string, unknown>;
+    positionals: string[];
+    tokens?: Array<{ kind: string; name?: string }>;
+  };
+  const all: Options = { ...options, help: { type: 'boolean', short: 'h' } };
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: { ...options, help: { type: 'boolean', short: 'h' } },
-      allowPositionals,
-      strict: true,
-    });
+    parsed = parseArgs({ args: argv, options: all, allowPositionals, strict: true, tokens: true });
   } catch (e) {
     throw new MembraneError('USAGE', `${(e as Error).message}\n\n${help}`);
+  }
+  // parseArgs silently keeps the last of two identical flags: `--out a --out b` is a mistake to report.
+  const seen = new Set<string>();
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== 'option' || t.name === undefined || all[t.name]?.multiple) continue;
+    if (seen.has(t.name))
+      throw new MembraneError('USAGE', `option --${t.name} is given more than once\n\n${help}`);
+    seen.add(t.name);
   }
   if (parsed.values.help) {
     console.log(help);

@@ -9,6 +9,7 @@ import { constants, promises as fsp, type Stats, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
+import { READ_CAPS, readCapped } from '../read-capped.js';
 
 export const SECRET_MODE = 0o600;
 export const PUBLIC_MODE = 0o644;
@@ -94,6 +95,84 @@ export async function writeNewFile(
   }
 }
 
+/**
+ * Makes sure `dir` is a directory we can write into, creating it (and missing parents)
+ * if needed — before any work, so a bad --out fails at once with a typed error. Parents
+ * are created one by one (fs.mkdir's recursive mode loops forever under /proc).
+ */
+export async function prepareOutputDir(dir: string, flag = '--out'): Promise<void> {
+  const abs = resolve(dir);
+  const missing: string[] = [];
+  let cur = abs;
+  for (;;) {
+    const st = await statOrUndefined(cur).catch((e: NodeJS.ErrnoException) => {
+      throw new MembraneError('OUTPUT_UNUSABLE', `cannot use ${flag}: ${e.code ?? e.message}`, {
+        where: dir,
+        cause: e,
+      });
+    });
+    if (st) {
+      if (!st.isDirectory())
+        throw new MembraneError(
+          'OUTPUT_NOT_DIRECTORY',
+          cur === abs
+            ? `${flag} names an existing file; it must be a directory (new or existing)`
+            : `${flag} cannot be created: ${cur} is not a directory`,
+          { where: dir },
+        );
+      break;
+    }
+    missing.unshift(cur);
+    const up = dirname(cur);
+    if (up === cur) break;
+    cur = up;
+  }
+  for (const d of missing) {
+    try {
+      await fsp.mkdir(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw new MembraneError(
+        'OUTPUT_UNUSABLE',
+        `cannot create ${flag} directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        { where: d, cause: e },
+      );
+    }
+  }
+  try {
+    await fsp.access(abs, constants.W_OK | constants.X_OK);
+  } catch (e) {
+    throw new MembraneError(
+      'OUTPUT_UNUSABLE',
+      `${flag} directory is not writable: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { where: dir, cause: e },
+    );
+  }
+}
+
+/**
+ * Checks, before a long run, that `file` can be written later: its directory exists and is
+ * writable and `file` is not a directory (an existing regular file is replaced, as before).
+ */
+export async function assertOutputFile(file: string, flag: string): Promise<void> {
+  const st = await statOrUndefined(file).catch(() => undefined);
+  if (st?.isDirectory() || file.endsWith('/'))
+    throw new MembraneError('OUTPUT_IS_DIRECTORY', `${flag} must name a file, not a directory`, {
+      where: file,
+    });
+  if (st && !st.isFile())
+    throw new MembraneError('OUTPUT_UNUSABLE', `${flag} must name a regular file`, { where: file });
+  try {
+    await fsp.access(dirname(resolve(file)), constants.W_OK | constants.X_OK);
+  } catch (e) {
+    throw new MembraneError(
+      'OUTPUT_UNUSABLE',
+      `${flag}: its directory does not exist or is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      { where: file, cause: e },
+    );
+  }
+}
+
 /** Refuses (before any work) an output that exists, unless --force. */
 export async function assertWritable(path: string, force: boolean | undefined): Promise<void> {
   if (!force && (await statOrUndefined(path)))
@@ -101,15 +180,13 @@ export async function assertWritable(path: string, force: boolean | undefined): 
 }
 
 /** Reads an input file; a missing or unreadable file is a usage error that names the flag. */
-export async function readInput(path: string, flag: string): Promise<Buffer> {
-  try {
-    return await fsp.readFile(path);
-  } catch (e) {
-    throw new MembraneError('USAGE', `cannot read ${flag} file: ${(e as NodeJS.ErrnoException).code ?? e}`, {
-      where: path,
-      cause: e,
-    });
-  }
+export async function readInput(
+  path: string,
+  flag: string,
+  maxBytes: number = READ_CAPS.key,
+): Promise<Buffer> {
+  // Regular files only, capped: a directory, FIFO or /dev/zero is a typed error (exit 1), never a hang.
+  return readCapped(path, { maxBytes, what: `${flag} file` });
 }
 
 export function isInside(child: string, parent: string): boolean {

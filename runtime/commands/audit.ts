@@ -2,11 +2,11 @@
  * `membrane audit verify [--file F | --spec S] [--head H] [--json]`: checks the hash chain
  * of a local audit log (runtime/audit.ts, docs/audit.md) and names the first bad record.
  */
-import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { parseSpec, RUNTIME_DEFAULTS, resolveSpecPaths } from '../../policy/spec.js';
 import { verifyAuditLog } from '../audit.js';
+import { READ_CAPS, readCappedText } from '../read-capped.js';
 import { parse } from './_args.js';
 
 export const summary = "verify the local audit log's hash chain";
@@ -58,7 +58,7 @@ export async function main(argv: string[]): Promise<number> {
   if (values.spec) {
     let text: string;
     try {
-      text = await readFile(values.spec, 'utf8');
+      text = await readCappedText(values.spec, { maxBytes: READ_CAPS.document, what: 'clean-room spec' });
     } catch (e) {
       throw new MembraneError('SPEC_UNREADABLE', `cannot read the spec: ${(e as Error).message}`, {
         where: values.spec,

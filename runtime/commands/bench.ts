@@ -12,6 +12,7 @@ import { SUITES } from '../../bench/suites.js';
 import type { BenchReport } from '../../bench/types.js';
 import { MembraneError } from '../../policy/errors.js';
 import { type Options, parse } from './_args.js';
+import { assertOutputFile } from './_files.js';
 
 export const summary =
   'measure side by side with peers: aead (the hot core) or volume (the FUSE blob volume)';
@@ -67,6 +68,9 @@ export async function main(argv: string[]): Promise<number> {
   const quick = values.quick === true;
   const jsonPath = typeof values.json === 'string' ? values.json : undefined;
   const chartPath = typeof values.chart === 'string' ? values.chart : undefined;
+  // Check the outputs before a run of minutes, not after it.
+  if (jsonPath) await assertOutputFile(jsonPath, '--json');
+  if (chartPath) await assertOutputFile(chartPath, '--chart');
 
   const machine = await machineInfo();
   const startedAt = new Date();

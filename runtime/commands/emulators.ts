@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { EMULATOR_BANNER, startEmulators } from '../../skr-client/emulators/index.js';
 import { parse } from './_args.js';
+import { prepareOutputDir } from './_files.js';
 
 export const summary = 'Run local attestation + Key Vault emulators (not for production)';
 
@@ -53,6 +54,8 @@ export async function main(argv: string[]): Promise<number> {
   );
   if (help) return 0;
   const dir = resolve(values.dir ?? process.env.MEMBRANE_EMULATOR_DIR ?? '.membrane/emulators');
+  // The state directory must be a directory (created if missing): a file there is a typed error.
+  await prepareOutputDir(dir, '--dir');
   const emu = await startEmulators({
     dir,
     maaPort: port(values['maa-port'], '--maa-port'),

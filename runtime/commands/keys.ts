@@ -8,6 +8,7 @@
  * dekKeyId / rsaThumbprint only.
  */
 import { constants, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import { promisify } from 'node:util';
 import { MembraneError } from '../../policy/errors.js';
 import { dekKeyId, rsaThumbprint } from '../../proxies/core/index.js';
@@ -90,6 +91,18 @@ const generateKek: Sub = async (argv) => {
   const bits = values.bits === undefined ? 3072 : Number(values.bits);
   if (bits !== 2048 && bits !== 3072)
     throw new MembraneError('USAGE', `--bits must be 2048 or 3072, got '${values.bits}'\n\n${h}`);
+  // PREFIX names files: "dir/" or "dir" (a directory) would write hidden "dir/.pem" files.
+  const base = prefix.split('/').pop() ?? '';
+  const isDir = await fsp
+    .stat(prefix)
+    .then((s) => s.isDirectory())
+    .catch(() => false);
+  if (base === '' || base === '.' || base === '..' || isDir)
+    throw new MembraneError(
+      'USAGE',
+      `--out is a file name prefix (writes PREFIX.pem and PREFIX.pub.pem), not a directory: try ${prefix.replace(/\/*$/, '')}/kek\n\n${h}`,
+      { where: prefix },
+    );
   const privPath = `${prefix}.pem`;
   const pubPath = `${prefix}.pub.pem`;
   // Check both before generating, so a refusal never leaves half a pair behind.

@@ -17,6 +17,7 @@ import {
   type ManifestObject,
   serializeManifest,
 } from '../../policy/manifest.js';
+import { isValidName, NAME_EXPECTED } from '../../policy/spec.js';
 import {
   DEFAULT_FRAME_LENGTH,
   encryptIterable,
@@ -26,7 +27,15 @@ import {
   type SealInfo,
 } from '../../proxies/core/index.js';
 import { parse, required } from './_args.js';
-import { isInside, PUBLIC_MODE, type TreeEntry, tempPathFor, trackTemp, walkTree } from './_files.js';
+import {
+  isInside,
+  PUBLIC_MODE,
+  prepareOutputDir,
+  type TreeEntry,
+  tempPathFor,
+  trackTemp,
+  walkTree,
+} from './_files.js';
 import { exactlyOne, keyringFromFlags } from './_keyfiles.js';
 import { formatBytes, Progress } from './_progress.js';
 
@@ -172,7 +181,10 @@ export async function main(argv: string[]): Promise<number> {
   const inPath = required(values.in, '--in', help);
   const out = required(values.out, '--out', help);
   const datasource = required(values.datasource, '--datasource', help);
-  if (datasource === '') throw new MembraneError('USAGE', `--datasource must not be empty\n\n${help}`);
+  if (!isValidName(datasource))
+    throw new MembraneError('USAGE', `--datasource: ${NAME_EXPECTED} (the spec's rule)\n\n${help}`, {
+      where: datasource.length > 80 ? `${datasource.slice(0, 77)}...` : datasource,
+    });
   exactlyOne(values.dek, values.recipient, ['--dek', '--recipient'], help);
   const frameLength = parseFrameLength(values['frame-length']);
 
@@ -183,7 +195,7 @@ export async function main(argv: string[]): Promise<number> {
     kind: 'public',
     flag: '--recipient',
   });
-  await fsp.mkdir(out, { recursive: true });
+  await prepareOutputDir(out);
 
   const totalBytes = entries.reduce((n, e) => n + e.size, 0);
   const progress = new Progress('protect', entries.length, totalBytes, values.progress === true);

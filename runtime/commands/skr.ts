@@ -46,8 +46,11 @@ AZURE_FEDERATED_TOKEN_FILE is set, otherwise the managed identity):
                             AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST)
 
 Other:
-  --ca FILE                 extra trust anchors (PEM) for TLS and for the release
-                            JWS chain, e.g. the emulators' ca.pem (repeatable)
+  --ca FILE                 extra TLS trust anchors (PEM), e.g. the emulators'
+                            ca.pem (repeatable); TLS only
+  --release-ca FILE         anchors (PEM) that replace the Azure roots for the
+                            release signature, e.g. the emulators' ca.pem
+                            (repeatable; kept apart from --ca on purpose)
   --enc ALG                 ${KEY_EXPORT_ENCS.join(' | ')}
                             (default: the service's, CKM_RSA_AES_KEY_WRAP)
   --out FILE                write the released key (raw bytes for oct, PKCS#8 DER
@@ -95,6 +98,7 @@ export async function main(argv: string[]): Promise<number> {
       'client-id': { type: 'string' },
       'workload-identity': { type: 'boolean' },
       ca: { type: 'string', multiple: true },
+      'release-ca': { type: 'string', multiple: true },
       enc: { type: 'string' },
       out: { type: 'string' },
       json: { type: 'boolean' },
@@ -127,7 +131,10 @@ export async function main(argv: string[]): Promise<number> {
   const runtime = await createRuntimeKey();
   const evidence = await evidenceProvider.getEvidence(runtime.reportData);
   const { token } = await attestSevSnp({ endpoint: maa, evidence, runtime, ca });
-  const released = await releaseKey({ kid, maaToken: token, runtime, credential, enc, ca });
+  const trustAnchors = values['release-ca']?.length
+    ? values['release-ca'].map((f) => readText(f, 'the --release-ca file'))
+    : undefined;
+  const released = await releaseKey({ kid, maaToken: token, runtime, credential, enc, ca, trustAnchors });
   try {
     if (values.out) writeSecret(values.out, released.key);
   } finally {

@@ -4,9 +4,9 @@
  * short summary when valid; exit 1 listing every issue when not. Nothing is contacted and
  * no referenced file is read: this is safe to run anywhere, e.g. in CI on a proposed spec.
  */
-import { readFile } from 'node:fs/promises';
 import { MembraneError } from '../../policy/errors.js';
 import { type CleanRoomSpec, formatSpecIssues, validateSpec } from '../../policy/spec.js';
+import { READ_CAPS, readCappedText } from '../read-capped.js';
 import { parse, required } from './_args.js';
 
 export const summary = 'validate a clean-room spec (YAML or JSON) and summarise it';
@@ -44,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
   const file = required(values.file, '--file', help);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readCappedText(file, { maxBytes: READ_CAPS.document, what: 'clean-room spec' });
   } catch (e) {
     throw new MembraneError('SPEC_UNREADABLE', `cannot read the spec: ${(e as Error).message}`, {
       where: file,

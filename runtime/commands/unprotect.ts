@@ -23,13 +23,16 @@ import { pipeline } from 'node:stream/promises';
 import { isMembraneError, MembraneError } from '../../policy/errors.js';
 import { MANIFEST_NAME, type Manifest, type ManifestObject, parseManifest } from '../../policy/manifest.js';
 import { ProvenanceErrorCode } from '../../policy/sink-manifest.js';
+import { isValidName, NAME_EXPECTED } from '../../policy/spec.js';
 import { decryptIterable, type Keyring, normalizeObjectPath } from '../../proxies/core/index.js';
 import { ed25519PublicKeyRaw } from '../provenance.js';
+import { READ_CAPS } from '../read-capped.js';
 import { type SinkTrust, sinkManifestNames, type VerifiedSink, verifySink } from '../sink-verify.js';
 import { parse, required } from './_args.js';
 import {
   isInside,
   makeParents,
+  prepareOutputDir,
   readInput,
   removeEmptyDirs,
   SECRET_MODE,
@@ -235,7 +238,10 @@ export async function main(argv: string[]): Promise<number> {
   const inPath = required(values.in, '--in', help);
   const out = required(values.out, '--out', help);
   const datasource = required(values.datasource, '--datasource', help);
-  if (datasource === '') throw new MembraneError('USAGE', `--datasource must not be empty\n\n${help}`);
+  if (!isValidName(datasource))
+    throw new MembraneError('USAGE', `--datasource: ${NAME_EXPECTED} (the spec's rule)\n\n${help}`, {
+      where: datasource.length > 80 ? `${datasource.slice(0, 77)}...` : datasource,
+    });
   exactlyOne(values.dek, values['private-key'], ['--dek', '--private-key'], help);
   const pin = values['manifest-digest'];
   if (pin !== undefined && !/^[0-9a-fA-F]{64}$/.test(pin))
@@ -306,7 +312,7 @@ export async function main(argv: string[]): Promise<number> {
   let manifest: Manifest | undefined;
   if (manifestPath !== undefined) {
     manifest = parseManifest(
-      (await readInput(manifestPath, '--manifest')).toString('utf8'),
+      (await readInput(manifestPath, '--manifest', READ_CAPS.document)).toString('utf8'),
       manifestPath,
       pin,
     );
@@ -329,7 +335,7 @@ export async function main(argv: string[]): Promise<number> {
     kind: 'private',
     flag: '--private-key',
   });
-  await fsp.mkdir(out, { recursive: true });
+  await prepareOutputDir(out);
 
   const listed = new Map((manifest?.objects ?? []).map((o) => [o.path, o]));
   const results: ObjectResult[] = [];

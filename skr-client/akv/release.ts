@@ -8,7 +8,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { MembraneError } from '../../policy/errors.js';
-import { http } from '../http.js';
+import { assertSecureUrl, http } from '../http.js';
 import { isKeyExportEnc, type KeyExportEnc, openKeyHsm } from './key-hsm.js';
 import { resourceForVault, type TokenSource } from './token.js';
 import { verifyX5cJws } from './x5c.js';
@@ -33,9 +33,12 @@ export interface ReleaseKeyOptions {
   credential: TokenSource;
   enc?: KeyExportEnc;
   nonce?: string;
-  /** Extra PEM trust anchors, for TLS and for the release JWS chain. */
+  /** Extra PEM trust anchors for TLS only (e.g. the local emulators' CA). */
   ca?: string | string[];
-  /** Replaces the default (Azure) trust anchors for the release JWS. */
+  /**
+   * Replaces the default (Azure) trust anchors for the release JWS signature. Kept apart
+   * from `ca` on purpose: trusting a CA for a TLS connection must not also let it sign keys.
+   */
   trustAnchors?: string[];
   apiVersion?: string;
   timeoutMs?: number;
@@ -65,6 +68,8 @@ export async function releaseKey(opts: ReleaseKeyOptions): Promise<ReleasedKey> 
     throw new MembraneError('AKV_ENC_INVALID', `unsupported enc ${String(opts.enc)}`);
   const keyPath = `${vault}/keys/${name}${version ? `/${version}` : ''}`;
   const url = `${keyPath}/release?api-version=${encodeURIComponent(opts.apiVersion ?? KEY_VAULT_API_VERSION)}`;
+  // Before the token is fetched: a bearer token must never be sent in cleartext off loopback.
+  assertSecureUrl('Azure Key Vault key release', new URL(url));
   const token = await opts.credential.getToken(resourceForVault(vault));
   const body: Record<string, string> = { target: opts.maaToken };
   if (opts.nonce !== undefined) body.nonce = opts.nonce;
@@ -86,7 +91,7 @@ export async function releaseKey(opts: ReleaseKeyOptions): Promise<ReleasedKey> 
     throw new MembraneError('AKV_RELEASE_UNTRUSTED', 'Key Vault release response has no JWS "value"', {
       where: keyPath,
     });
-  const { payload } = await verifyX5cJws(value, { host, ca: opts.ca, trustAnchors: opts.trustAnchors });
+  const { payload } = await verifyX5cJws(value, { host, trustAnchors: opts.trustAnchors });
   return openReleasePayload(payload, opts, keyPath);
 }
 

@@ -11,7 +11,7 @@
  */
 import { constants, createPrivateKey, privateDecrypt } from 'node:crypto';
 import { MembraneError } from '../../policy/errors.js';
-import { http } from '../http.js';
+import { assertSecureUrl, http } from '../http.js';
 import { KEY_VAULT_API_VERSION, serviceError } from './release.js';
 import { resourceForVault, type TokenSource } from './token.js';
 
@@ -41,6 +41,7 @@ export async function getSecret(opts: {
   if (opts.version !== undefined && !/^[0-9A-Za-z]+$/.test(opts.version))
     throw new MembraneError('AKV_URL_INVALID', `secret version must be alphanumeric: ${opts.version}`);
   const path = `${vault}/secrets/${opts.name}${opts.version ? `/${opts.version}` : ''}`;
+  assertSecureUrl('Azure Key Vault secret read', new URL(path)); // before a bearer token exists
   const token = await opts.credential.getToken(resourceForVault(vault));
   const res = await http(
     'Azure Key Vault secret read',

@@ -84,6 +84,8 @@ export function managedIdentity(opts: ManagedIdentityOptions = {}): TokenSource 
       if (opts.clientId) url.searchParams.set('client_id', opts.clientId);
       const res = await http('Azure IMDS managed identity', url.toString(), {
         headers: { Metadata: 'true' },
+        // IMDS is plain http on the link-local address by design (never routed off the host).
+        allowInsecureHttp: true,
         timeoutMs: opts.timeoutMs ?? 5_000,
         retries: opts.retries,
         accept: [400, 401, 403, 404],

@@ -237,6 +237,8 @@ export async function loadCollateral(opts: CollateralOptions = {}): Promise<Load
     try {
       const res = await http('host THIM certificate endpoint', url, {
         headers: { Metadata: 'true' },
+        // THIM is plain http on the link-local IMDS address by design (never routed off the host).
+        allowInsecureHttp: true,
         timeoutMs: opts.thimTimeoutMs ?? 5000,
         retries: opts.thimRetries ?? 2,
         hint: 'the THIM endpoint exists only on Azure confidential hosts; elsewhere provide the security context or UVM_HOST_AMD_CERTIFICATE',

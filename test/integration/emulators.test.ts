@@ -429,6 +429,7 @@ test('Key Vault release: versioned kid, nonce echoed and checked, RSA-HSM 2048 r
     nonce: 'n-123',
     enc: 'RSA_AES_KEY_WRAP_384',
     ca: emu.caPem,
+    trustAnchors: [emu.caPem],
   });
   assert.equal(released.kty, 'RSA-HSM');
   assert.equal(released.key[0], 0x30); // DER SEQUENCE

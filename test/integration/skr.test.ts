@@ -152,6 +152,7 @@ for (const enc of [
       credential: staticToken(emu.accessToken),
       enc,
       ca: emu.caPem,
+      trustAnchors: [emu.caPem],
     });
     assert.equal(released.kty, 'oct-HSM');
     assert.deepEqual(released.key, dek);
@@ -162,6 +163,20 @@ for (const enc of [
   });
 }
 
+test("defect 12.9: the emulators' CA trusted for TLS (ca) is not a trust anchor for release signatures", async () => {
+  const { runtime, token } = await attest(virtualPolicy);
+  await assert.rejects(
+    releaseKey({
+      kid: `${emu.kvUrl}/keys/dataset-dek`,
+      maaToken: token,
+      runtime,
+      credential: staticToken(emu.accessToken),
+      ca: emu.caPem, // TLS to the emulator works; its JWS must chain to the (Azure) anchors
+    }),
+    (e: unknown) => isMembraneError(e, 'AKV_RELEASE_UNTRUSTED'),
+  );
+});
+
 test('release of the RSA KEK, then unwrap of the wrapped-DEK secret with it', async () => {
   const { runtime, token } = await attest(virtualPolicy);
   const released = await releaseKey({
@@ -171,6 +186,7 @@ test('release of the RSA KEK, then unwrap of the wrapped-DEK secret with it', as
     credential: staticToken(emu.accessToken),
     enc: 'RSA_AES_KEY_WRAP_256',
     ca: emu.caPem,
+    trustAnchors: [emu.caPem],
   });
   assert.equal(released.kty, 'RSA-HSM');
   const releasedPub = createPublicKey(createPrivateKey({ key: released.key, format: 'der', type: 'pkcs8' }));
@@ -217,6 +233,7 @@ test('end to end: the DEK released and unwrapped inside the clean room opens an 
       runtime,
       credential: staticToken(emu.accessToken),
       ca: emu.caPem,
+      trustAnchors: [emu.caPem],
     });
     const secret = await getSecret({
       vault: emu.kvUrl,
@@ -253,6 +270,7 @@ test('a token whose host_data does not satisfy the policy is refused, naming the
       runtime,
       credential: staticToken(emu.accessToken),
       ca: emu.caPem,
+      trustAnchors: [emu.caPem],
     }),
     (e: unknown) =>
       isMembraneError(e, 'AKV_RELEASE_DENIED') &&
@@ -270,6 +288,7 @@ test('a wrong access token is refused with an actionable 401', async () => {
       runtime,
       credential: staticToken('not-the-token'),
       ca: emu.caPem,
+      trustAnchors: [emu.caPem],
     }),
     (e: unknown) => isMembraneError(e, 'AKV_UNAUTHORIZED') && /access token/.test(e.message),
   );
@@ -285,6 +304,7 @@ test('a key released to one runtime key cannot be opened with another', async ()
       runtime: other,
       credential: staticToken(emu.accessToken),
       ca: emu.caPem,
+      trustAnchors: [emu.caPem],
     }),
     (e: unknown) => isMembraneError(e, 'AKV_RELEASE_UNWRAP'),
   );
@@ -311,6 +331,8 @@ test('the same release through the CLI writes the key 0600 and prints type and t
       '--access-token',
       emu.accessToken,
       '--ca',
+      emu.caFile,
+      '--release-ca',
       emu.caFile,
       '--out',
       out,
@@ -347,6 +369,8 @@ test('the CLI refusal names the failing claim and exits 1', async () => {
         '--access-token',
         emu.accessToken,
         '--ca',
+        emu.caFile,
+        '--release-ca',
         emu.caFile,
       ],
       { cwd: repoRoot },

@@ -101,6 +101,7 @@ attestation:
   virtualPolicyFile: ${join(work, 'policy.rego')}
   maa: { endpoint: ${emu.maaUrl} }
   ca: ${emu.caFile}
+  releaseTrustAnchors: ${emu.caFile}
 identities:
   - { name: vault, kind: static-token, tokenFile: ${join(work, 'token')} }
 keys:
