@@ -40,22 +40,25 @@ export function resolveLimits(partial: Partial<EgressLimits> | undefined): Egres
 }
 
 /**
- * Token bucket: `rate` tokens per second, bursts up to `rate`. Time is passed in so the
- * bucket is deterministic under test; the server passes performance.now().
+ * Token bucket: `rate` tokens per second, bursts up to max(1, rate) (so a rate below one
+ * per second still lets the first request through). Time is passed in so the bucket is
+ * deterministic under test; the server passes performance.now().
  */
 export class RateLimiter {
   private tokens: number;
   private last: number;
+  private readonly burst: number;
   constructor(
     private readonly rate: number,
     now: number,
   ) {
-    this.tokens = rate;
+    this.burst = Math.max(1, rate);
+    this.tokens = this.burst;
     this.last = now;
   }
   take(now: number): boolean {
     if (this.rate <= 0) return true;
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
     this.last = now;
     if (this.tokens < 1) return false;
     this.tokens -= 1;

@@ -187,6 +187,7 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
   const server: Server = createServer(
     {
       noDelay: true,
+      requireHostHeader: false,
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.headersTimeoutMs,
       keepAliveTimeout: limits.idleTimeoutMs,
