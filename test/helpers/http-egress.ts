@@ -151,11 +151,11 @@ function openssl(args: string[], cwd: string) {
   execFileSync('openssl', args, { cwd, stdio: 'pipe' });
 }
 
-/** Two CAs (the upstream's, and a stand-in run CA), each with a leaf for api.test, *.test, localhost, 127.0.0.1. */
+/** Two CAs (the upstream's, and a stand-in run CA), each with one leaf for the test names, localhost, 127.0.0.1. */
 export function makeCerts(): Certs {
   const dir = mkdtempSync(join(tmpdir(), 'membrane-http-certs-'));
   const ext =
-    'subjectAltName=DNS:api.test,DNS:*.test,DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n';
+    'subjectAltName=DNS:api.test,DNS:open.test,DNS:inspect.test,DNS:secure.test,DNS:report.test,DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n';
   writeFileSync(join(dir, 'leaf.ext'), ext);
   for (const p of ['up', 'run']) {
     openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${p}-ca.key`], dir);
@@ -299,6 +299,8 @@ export interface Upstream {
   readonly host: string;
   readonly seen: Seen[];
   connections: number;
+  /** Every request-body byte that arrived, complete requests or not. */
+  received(): Buffer;
   close(): Promise<void>;
 }
 
@@ -315,9 +317,13 @@ export async function startUpstream(
 ): Promise<Upstream> {
   const seen: Seen[] = [];
   const sockets = new Set<Socket>();
+  const raw: Buffer[] = [];
   const onReq = (req: IncomingMessage, res: ServerResponse) => {
     const parts: Buffer[] = [];
-    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('data', (c: Buffer) => {
+      parts.push(c);
+      raw.push(Buffer.from(c));
+    });
     req.on('error', () => {});
     req.on('end', () => {
       const body = Buffer.concat(parts);
@@ -331,6 +337,7 @@ export async function startUpstream(
   const up = {
     seen,
     connections: 0,
+    received: () => Buffer.concat(raw),
     host: o.host ?? '127.0.0.1',
     port: 0,
     close: () =>
