@@ -13,23 +13,29 @@ type Canonicalize = (input: unknown) => string | undefined;
 const jcs = ((canonicalizeImport as unknown as { default?: Canonicalize }).default ??
   canonicalizeImport) as unknown as Canonicalize;
 
+/**
+ * The decision record. Its shape is policy/egress's EgressDecisionRecord (record.ts on
+ * the egress-policy branch), field for field, so every reader agrees on one format.
+ * TODO(merge): import that type and its decisionLine() instead of this copy.
+ */
 export interface DecisionRecord {
+  readonly v: 1;
   readonly id: string;
   readonly time: string;
-  readonly kind: 'request' | 'tunnel' | 'inner-request';
   readonly method: string;
   readonly host: string;
   readonly port: number;
-  /** Path without the query; absent for tunnels. */
+  /** Path without the query (queries carry data); absent for CONNECT. */
   readonly path?: string;
-  readonly rule: string;
   readonly verdict: Verdict;
+  readonly rule: string;
   readonly reason: string;
-  readonly mode?: string;
-  readonly status: number;
-  readonly address: { readonly ip: string; readonly class: AddressClass | string } | null;
-  readonly bytes: { readonly up: number; readonly down: number };
-  readonly timings: { readonly decideMs: number; readonly resolveMs: number; readonly totalMs: number };
+  /** The address dialed or refused; null when none was reached (denied before DNS). */
+  readonly address: { readonly ip: string; readonly class: AddressClass } | null;
+  /** HTTP status sent to the app. */
+  readonly status?: number;
+  readonly bytes: { readonly sent: number; readonly received: number };
+  readonly timings: Readonly<Partial<Record<'decision' | 'dns' | 'connect' | 'total', number>>>;
   readonly policy: string;
 }
 

@@ -94,7 +94,7 @@ export function decide(
       cause: e,
     });
   }
-  d.timings = { ...d.timings, decideMs: round(performance.now() - t0) };
+  d.timings = { ...d.timings, decision: round(performance.now() - t0) };
   d.rule = decision.rule;
   d.mode = decision.mode;
   d.verdict = decision.verdict;
@@ -138,7 +138,7 @@ async function send(
   const r0 = performance.now();
   const address = await resolveChecked(sh.engine, sh.resolver, sh.self(), host, decision.ip, port);
   d.address = address;
-  d.timings = { ...d.timings, resolveMs: round(performance.now() - r0) };
+  d.timings = { ...d.timings, dns: round(performance.now() - r0) };
 
   const keyring = decision.mode === 'secure' ? sh.keyringFor(decision.dek) : undefined;
   if (decision.mode === 'secure' && !sh.toolkit)
@@ -163,7 +163,7 @@ async function send(
   if (hasBody(req)) {
     const stages: Transform[] = [
       byteLimit(bodyCap, 'request body', (n) => {
-        d.bytes = { ...d.bytes, up: d.bytes.up + n };
+        d.bytes = { ...d.bytes, sent: d.bytes.sent + n };
         if (!sh.budget.charge(dest, n))
           req.destroy(new Refusal('HTTP_BUDGET', `the byte budget for ${dest} is spent`));
       }),
@@ -205,7 +205,7 @@ async function send(
   for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP.has(k)) out[k] = v;
   const count = new Transform({
     transform(chunk: Buffer, _e, cb) {
-      d.bytes = { ...d.bytes, down: d.bytes.down + chunk.length };
+      d.bytes = { ...d.bytes, received: d.bytes.received + chunk.length };
       sh.budget.charge(dest, chunk.length);
       cb(null, chunk);
     },

@@ -19,6 +19,8 @@ export interface HttpEgressEntry {
   readonly policy: unknown;
   /** `http-egress.decisions.jsonl` beside the audit log. */
   readonly decisionLog: string;
+  /** Relative file paths in the policy (tls.ca, inspect.schema) are read against this (the spec's directory). */
+  readonly baseDir: string;
 }
 
 export const DECISION_LOG_FILE = 'http-egress.decisions.jsonl';
@@ -45,7 +47,7 @@ export async function runHttpEgress(
   engine?: EgressEngine,
 ): Promise<RunningProxy> {
   const [eng, toolkit, inspector] = await Promise.all([
-    engine ?? loadEgressEngine({ parsed: entry.policy }),
+    engine ?? loadEgressEngine({ parsed: entry.policy, baseDir: entry.baseDir }),
     loadTlsToolkit(),
     loadInspector(),
   ]);
@@ -88,6 +90,8 @@ export const httpEgressKind: ProxyKindModule<HttpEgressEntry> = {
         name: 'http-egress',
         policy: outbound,
         decisionLog: join(dirname(spec.runtime.auditLog), DECISION_LOG_FILE),
+        // the spec loader already made referenced paths absolute (resolveSpecPaths)
+        baseDir: '.',
       },
     ];
   },

@@ -37,21 +37,17 @@ export interface Shared {
   nextId(): string;
 }
 
+/** A record being filled in, plus what metrics need but the record does not carry. */
 export type Draft = {
   -readonly [K in keyof DecisionRecord]: DecisionRecord[K];
-};
+} & { kind: 'request' | 'tunnel' | 'inner-request'; mode?: string };
 
-export function draft(
-  sh: Shared,
-  kind: DecisionRecord['kind'],
-  method: string,
-  host: string,
-  port: number,
-): Draft {
+export function draft(sh: Shared, kind: Draft['kind'], method: string, host: string, port: number): Draft {
   return {
+    v: 1,
+    kind,
     id: sh.nextId(),
     time: new Date().toISOString(),
-    kind,
     method,
     host,
     port,
@@ -60,15 +56,15 @@ export function draft(
     reason: '',
     status: 0,
     address: null,
-    bytes: { up: 0, down: 0 },
-    timings: { decideMs: 0, resolveMs: 0, totalMs: 0 },
+    bytes: { sent: 0, received: 0 },
+    timings: {},
     policy: sh.engine.digest,
   };
 }
 
 /** Writes the decision line, counts it, and audits refusals (`http.denied`). */
 export function finish(sh: Shared, d: Draft, started: number, refusal?: Refusal): void {
-  d.timings = { ...d.timings, totalMs: round(performance.now() - started) };
+  d.timings = { ...d.timings, total: round(performance.now() - started) };
   if (refusal) {
     d.verdict = 'deny';
     d.status = refusal.status;
@@ -91,10 +87,11 @@ export function finish(sh: Shared, d: Draft, started: number, refusal?: Refusal)
     });
   }
   sh.instruments.requests.add(1, { verdict: d.verdict, mode: d.mode ?? 'none' });
-  sh.instruments.bytesUp.add(d.bytes.up);
-  sh.instruments.bytesDown.add(d.bytes.down);
-  sh.instruments.duration.record(d.timings.totalMs, { kind: d.kind });
-  sh.decisions.write(d);
+  sh.instruments.bytesUp.add(d.bytes.sent);
+  sh.instruments.bytesDown.add(d.bytes.received);
+  sh.instruments.duration.record(d.timings.total ?? 0, { kind: d.kind });
+  const { kind: _k, mode: _m, ...record } = d;
+  sh.decisions.write(record);
 }
 
 export const round = (ms: number) => Math.round(ms * 1000) / 1000;

@@ -10,6 +10,8 @@
  * refused; without the evaluator there is no proxy at all (a typed error).
  * TODO(merge): once all three are on main, replace the loaders by static imports.
  */
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import type { EgressEngine, InspectorFactory, TlsToolkit } from './ports.js';
 
@@ -55,56 +57,57 @@ export async function loadInspector(): Promise<InspectorFactory | undefined> {
   return undefined;
 }
 
-interface PolicyShape {
-  mode?: string;
-  allow?: { mode?: string; inspect?: unknown }[];
-  limits?: Record<string, unknown>;
+/** The parts of policy/egress's compiled policy the proxy reads. */
+interface CompiledShape {
+  readonly digest: string;
+  readonly limits: EgressEngine['limits'];
+  readonly allow: readonly { readonly mode: string; readonly inspect?: unknown }[];
 }
 
 /**
- * An engine over a policy document (the parsed `network.http.outbound` section, or the
- * text of a policy file when `file` is given), using policy/egress's evaluator.
+ * An engine over an egress policy — the text of a policy file, or the already validated
+ * `network.http.outbound` section of a spec — through policy/egress's evaluator
+ * (parseEgressPolicy, compileEgressPolicy, decideRequest, decideAddress). Files the
+ * policy references (tls.ca, inspect.schema) are read here, relative to `baseDir` (the
+ * policy file's directory); one that cannot be read is reported by the compiler by field.
  */
 export async function loadEgressEngine(
-  source: { text: string; file: string } | { parsed: unknown },
+  source: { text: string; file: string } | { parsed: unknown; baseDir: string },
 ): Promise<EgressEngine> {
-  const mods = await Promise.all(
-    ['index.js', 'schema.js', 'rules.js', 'digest.js'].map((m) =>
-      tryImport(here(`../../policy/egress/${m}`)),
-    ),
+  const mod = await tryImport(here('../../policy/egress/index.js'));
+  const parse = fn<(text: string, file: string) => unknown>(mod, 'parseEgressPolicy');
+  const compile = fn<(p: unknown, files: Record<string, string>) => CompiledShape>(
+    mod,
+    'compileEgressPolicy',
   );
-  const pick = <T>(...names: string[]) => {
-    for (const m of mods) {
-      const f = fn<T>(m, ...names);
-      if (f) return f;
-    }
-    return undefined;
-  };
-  const parse = pick<(text: string, file: string) => unknown>('parseEgressPolicy');
-  const compile = pick<(p: unknown) => unknown>('compileEgressPolicy');
-  const decideRequest =
-    pick<(c: unknown, r: unknown) => ReturnType<EgressEngine['decideRequest']>>('decideRequest');
-  const decideAddress =
-    pick<(c: unknown, ip: string, port: number, self: unknown) => ReturnType<EgressEngine['decideAddress']>>(
-      'decideAddress',
-    );
-  const digestOf = pick<(p: unknown) => string>('policyDigest', 'egressPolicyDigest');
-  if (!compile || !decideRequest || !decideAddress || ('text' in source && !parse))
+  const filesOf = fn<(p: unknown) => string[]>(mod, 'egressPolicyFiles');
+  const decideRequest = fn<(c: CompiledShape, r: unknown) => ReturnType<EgressEngine['decideRequest']>>(
+    mod,
+    'decideRequest',
+  );
+  const decideAddress = fn<
+    (c: CompiledShape, ip: string, port: number, self: unknown) => ReturnType<EgressEngine['decideAddress']>
+  >(mod, 'decideAddress');
+  if (!parse || !compile || !filesOf || !decideRequest || !decideAddress)
     throw new MembraneError(
       'HTTP_PROXY_UNAVAILABLE',
       'the egress policy evaluator (policy/egress) is not part of this build',
     );
-  const policy =
-    'text' in source ? (parse as NonNullable<typeof parse>)(source.text, source.file) : source.parsed;
-  const compiled = compile(policy) as { digest?: string };
-  const shape = policy as PolicyShape;
-  const interceptsTls = (shape.allow ?? []).some(
-    (r) => (r.mode ?? shape.mode ?? 'open') !== 'open' || r.inspect !== undefined,
-  );
+  const policy = 'text' in source ? parse(source.text, source.file) : source.parsed;
+  const baseDir = 'text' in source ? dirname(source.file) : source.baseDir;
+  const files: Record<string, string> = {};
+  for (const f of filesOf(policy)) {
+    try {
+      files[f] = await readFile(isAbsolute(f) ? f : resolve(baseDir, f), 'utf8');
+    } catch {
+      /* compileEgressPolicy names the field whose file is missing */
+    }
+  }
+  const compiled = compile(policy, files);
   return {
-    digest: compiled.digest ?? digestOf?.(policy) ?? 'unknown',
-    limits: (shape.limits ?? {}) as EgressEngine['limits'],
-    interceptsTls,
+    digest: compiled.digest,
+    limits: compiled.limits,
+    interceptsTls: compiled.allow.some((r) => r.mode !== 'open' || r.inspect !== undefined),
     decideRequest: (req) => decideRequest(compiled, req),
     decideAddress: (ip, port, self) => decideAddress(compiled, ip, port, self),
   };

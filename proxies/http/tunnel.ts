@@ -102,7 +102,7 @@ export async function tunnel(
       target.port,
     );
     d.address = address;
-    d.timings = { ...d.timings, resolveMs: round(performance.now() - r0) };
+    d.timings = { ...d.timings, dns: round(performance.now() - r0) };
     const upstream = await dialChecked(sh.dial, address.ip, target.port, sh.limits.connectTimeoutMs);
     track(upstream);
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -134,7 +134,7 @@ function splice(
 ) {
   return new Promise<void>((resolve, reject) => {
     let failure: Refusal | undefined;
-    const count = (dir: 'up' | 'down') => (chunk: Buffer) => {
+    const count = (dir: 'sent' | 'received') => (chunk: Buffer) => {
       d.bytes = { ...d.bytes, [dir]: d.bytes[dir] + chunk.length };
       if (!sh.budget.charge(dest, chunk.length)) {
         failure ??= new Refusal('HTTP_BUDGET', `the byte budget for ${dest} is spent`);
@@ -143,11 +143,11 @@ function splice(
       }
     };
     if (head.length) {
-      count('up')(head);
+      count('sent')(head);
       upstream.write(head);
     }
-    client.on('data', count('up'));
-    upstream.on('data', count('down'));
+    client.on('data', count('sent'));
+    upstream.on('data', count('received'));
     client.pipe(upstream);
     upstream.pipe(client);
     const idle = sh.limits.idleTimeoutMs;

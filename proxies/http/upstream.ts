@@ -19,7 +19,7 @@ import { Refusal } from './refusals.js';
 
 export interface CheckedAddress {
   readonly ip: string;
-  readonly class: AddressClass | string;
+  readonly class: AddressClass;
 }
 
 export async function resolveChecked(

@@ -256,7 +256,8 @@ describe('decision log and audit', () => {
     assert.equal(ok.status, 200);
     assert.equal(ok.path, '/a');
     assert.deepEqual(ok.address, { ip: '127.0.0.1', class: 'loopback' });
-    assert.ok(ok.bytes.down > 0);
+    assert.ok(ok.bytes.received > 0);
+    assert.equal(ok.v, 1);
     assert.equal(ok.policy, 'f'.repeat(64));
     assert.ok(!lines[0]?.includes('secret=1'), 'no query strings in the log');
     assert.equal(denied.verdict, 'deny');
