@@ -9,7 +9,7 @@
 import { dirname, join } from 'node:path';
 import type { CleanRoomSpec } from '../../policy/spec.js';
 import type { ProxyContext, ProxyKindModule, RunningProxy } from '../proxy.js';
-import type { EgressEngine } from './ports.js';
+import type { EgressEngine, Resolver } from './ports.js';
 import { type HttpEgressServer, startHttpEgress } from './server.js';
 import { loadEgressEngine, loadInspector, loadTlsToolkit } from './toolkit.js';
 
@@ -41,13 +41,19 @@ export function appEnvFor(server: Pick<HttpEgressServer, 'proxyUrl' | 'caFile'>)
   return env;
 }
 
+/** Test seams: an engine instead of the policy evaluator, a stub resolver. */
+export interface HttpEgressOverrides {
+  readonly engine?: EgressEngine;
+  readonly resolver?: Resolver;
+}
+
 export async function runHttpEgress(
   entry: HttpEgressEntry,
   ctx: ProxyContext,
-  engine?: EgressEngine,
+  overrides: HttpEgressOverrides = {},
 ): Promise<RunningProxy> {
   const [eng, toolkit, inspector] = await Promise.all([
-    engine ?? loadEgressEngine({ parsed: entry.policy, baseDir: entry.baseDir }),
+    overrides.engine ?? loadEgressEngine({ parsed: entry.policy, baseDir: entry.baseDir }),
     loadTlsToolkit(),
     loadInspector(),
   ]);
@@ -58,6 +64,7 @@ export async function runHttpEgress(
     name: entry.name,
     engine: eng,
     keyringFor: (dek) => ctx.dataKey(dek ?? ''),
+    resolver: overrides.resolver,
     toolkit,
     inspector,
     audit: ctx.audit,
