@@ -25,6 +25,7 @@ import { isAbsolute, posix, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { MembraneError } from './errors.js';
+import { compileGlob } from './glob.js';
 
 export const SPEC_VERSION = '1';
 
@@ -34,7 +35,7 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const NAME_EXPECTED =
   'expected a name: 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit';
 
-/** Names become file names (`<name>.volume.ready`) and audit subjects, hence the charset. */
+/** Names become file names (`<name>.<kind>.ready`) and audit subjects, hence the charset. */
 const nameField = z.string().regex(NAME_RE, NAME_EXPECTED);
 
 const pathField = z.string().superRefine((p, ctx) => {
@@ -43,15 +44,42 @@ const pathField = z.string().superRefine((p, ctx) => {
     ctx.addIssue({ code: 'custom', message: 'expected a path without NUL characters' });
 });
 
-/** Mount points and directories the runtime creates: absolute, normalised, not "/". */
+/**
+ * Mount points and directories the runtime creates: absolute, normalised, not "/", and
+ * spelled from a conservative character set (issue 12, defects 1 and 5). These paths
+ * reach fusermount, /proc/self/mountinfo (which escapes whitespace) and operators'
+ * shells; a control character, quote, "$", backtick or other shell syntax in them is
+ * never needed and has been used for command injection at unmount.
+ */
+const hasControlChar = (p: string) =>
+  Array.from(p).some((c) => {
+    const n = c.codePointAt(0)!;
+    return n < 0x20 || (n >= 0x7f && n <= 0x9f);
+  });
+const MOUNT_SEGMENT = /^[A-Za-z0-9._@+=,~%:-]+$/;
 const absPath = z.string().superRefine((p, ctx) => {
   if (!p.startsWith('/'))
     ctx.addIssue({ code: 'custom', message: 'expected an absolute path (starting with "/")' });
-  else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p || p.includes('\0'))
+  else if (hasControlChar(p))
+    ctx.addIssue({ code: 'custom', message: 'expected a path without control characters' });
+  else if (p === '/' || p.endsWith('/') || posix.normalize(p) !== p)
     ctx.addIssue({
       code: 'custom',
       message: 'expected a normalised absolute path other than "/" (no "//", ".", ".." or trailing "/")',
     });
+  else if (
+    !p
+      .slice(1)
+      .split('/')
+      .every((seg) => MOUNT_SEGMENT.test(seg))
+  )
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        'expected path segments of letters, digits and . _ - @ + = , ~ % : only (no spaces, quotes or shell syntax)',
+    });
+  else if (p.length > 1024 || p.split('/').some((seg) => seg.length > 255))
+    ctx.addIssue({ code: 'custom', message: 'expected at most 1024 bytes, 255 per segment' });
 });
 
 function urlField(opts: { noQuery?: string } = {}) {
@@ -108,7 +136,7 @@ const hex64 = z
   .string()
   .regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 digest: 64 lower-case hexadecimal characters');
 
-/** Object-name patterns for open-mode egress: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
+/** Object-name patterns of open-mode output rules: relative, no "." or ".." segments; "*", "**", "?" wildcards. */
 const globPattern = z.string().superRefine((g, ctx) => {
   if (
     g.length === 0 ||
@@ -120,6 +148,13 @@ const globPattern = z.string().superRefine((g, ctx) => {
       code: 'custom',
       message: 'expected a relative object-name pattern (no leading "/", no "." or ".." segments)',
     });
+  else {
+    try {
+      compileGlob(g);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `expected a valid glob: ${(e as Error).message}` });
+    }
+  }
 });
 
 // ------------------------------------------------------------------ sections
@@ -335,7 +370,7 @@ const Store = z
       });
   });
 
-const Egress = z
+const OutputRules = z
   .object({
     allow: z.array(globPattern).min(1).optional(),
     maxObjectBytes: z.number().int().positive().optional(),
@@ -346,7 +381,7 @@ const protectionFields = {
   mode: z.enum(['secure', 'trusted', 'open']),
   key: nameField.optional(),
   recipientPublicKey: pathField.optional(),
-  egress: Egress.optional(),
+  outputRules: OutputRules.optional(),
   pinnedManifestDigest: hex64.optional(),
 };
 
@@ -354,7 +389,7 @@ type ProtectionShape = {
   mode: 'secure' | 'trusted' | 'open';
   key?: string;
   recipientPublicKey?: string;
-  egress?: unknown;
+  outputRules?: unknown;
   pinnedManifestDigest?: string;
 };
 
@@ -388,13 +423,13 @@ const SourceProtection = z
         message: 'expected the name of a DEK declared in keys.deks',
       });
     absent(ctx, p, 'recipientPublicKey', 'for a datasource (recipients apply to trusted-mode datasinks)');
-    absent(ctx, p, 'egress', 'for a datasource (egress rules apply to open-mode datasinks)');
+    absent(ctx, p, 'outputRules', 'for a datasource (output rules apply to open-mode datasinks)');
   });
 
 /**
  * A datasink is what the application writes. secure: sealed with the sink's DEK; trusted:
  * sealed to the recipient's RSA public key (only its holder can read it, not even the clean
- * room); open: plaintext, allowed only for object names listed in egress.allow.
+ * room); open: plaintext, allowed only for object names listed in outputRules.allow.
  */
 const SinkProtection = z
   .object(protectionFields)
@@ -414,7 +449,7 @@ const SinkProtection = z
           message: 'expected the name of a DEK declared in keys.deks',
         });
       absent(ctx, p, 'recipientPublicKey', 'with mode "secure" (the sink is sealed with its DEK)');
-      absent(ctx, p, 'egress', 'with mode "secure" (egress rules apply to mode "open")');
+      absent(ctx, p, 'outputRules', 'with mode "secure" (output rules apply to mode "open")');
     } else if (p.mode === 'trusted') {
       if (p.recipientPublicKey === undefined)
         ctx.addIssue({
@@ -423,14 +458,14 @@ const SinkProtection = z
           message: 'expected the recipient\'s RSA public key file (PEM) for mode "trusted"',
         });
       absent(ctx, p, 'key', 'with mode "trusted" (the sink is sealed to recipientPublicKey, not a DEK)');
-      absent(ctx, p, 'egress', 'with mode "trusted" (egress rules apply to mode "open")');
+      absent(ctx, p, 'outputRules', 'with mode "trusted" (output rules apply to mode "open")');
     } else {
       absent(ctx, p, 'key', 'with mode "open" (open sinks are not encrypted)');
       absent(ctx, p, 'recipientPublicKey', 'with mode "open" (open sinks are not encrypted)');
-      if (p.egress?.allow === undefined)
+      if (p.outputRules?.allow === undefined)
         ctx.addIssue({
           code: 'custom',
-          path: ['egress', 'allow'],
+          path: ['outputRules', 'allow'],
           message:
             'expected a list of object-name patterns for mode "open" (plaintext leaves the clean room only under names listed here)',
         });
@@ -616,7 +651,7 @@ function crossCheck(input: unknown): RawIssue[] {
   const identityNames = unique(identities, ['identities'], 'identity');
   const kekNames = unique(keks, ['keys', 'keks'], 'KEK');
   const dekNames = unique(deks, ['keys', 'deks'], 'DEK');
-  // One namespace for volumes: each gets a `<name>.volume.ready` marker.
+  // One namespace for volumes: each gets a `<name>.blob-volume.ready` marker.
   const volumeNames = unique(sources, ['datasources'], 'volume');
   unique(sinks, ['datasinks'], 'volume (datasources and datasinks share one namespace)', volumeNames);
 
@@ -712,6 +747,44 @@ function crossCheck(input: unknown): RawIssue[] {
 const inside = (child: string, parent: string) =>
   child.startsWith(parent.endsWith('/') ? parent : `${parent}/`);
 
+// ------------------------------------------------------------------ deprecated spellings
+
+/**
+ * Protection fields renamed compatibly: the old name is still accepted for one release,
+ * with a warning. `egress` became `outputRules` because "egress" now names the network
+ * proxy's rules (network.http.outbound); a volume's open-mode rules are about objects.
+ */
+const RENAMED_PROTECTION_FIELDS = [{ old: 'egress', now: 'outputRules' }] as const;
+
+/**
+ * A copy of the raw input with deprecated field names replaced by their new ones, one
+ * warning per replacement, and an issue where both spellings are given (ambiguous).
+ */
+function migrateDeprecated(raw: unknown): { value: unknown; warnings: RawIssue[]; issues: RawIssue[] } {
+  const warnings: RawIssue[] = [];
+  const issues: RawIssue[] = [];
+  if (!isObj(raw)) return { value: raw, warnings, issues };
+  const value = structuredClone(raw);
+  for (const list of ['datasources', 'datasinks'] as const) {
+    arr(value[list]).forEach((v, i) => {
+      if (!isObj(v) || !isObj(v.protection)) return;
+      const p = v.protection;
+      for (const { old, now } of RENAMED_PROTECTION_FIELDS) {
+        if (!Object.hasOwn(p, old)) continue;
+        const path = [list, i, 'protection', old];
+        if (Object.hasOwn(p, now))
+          issues.push({ path, message: `expected only ${now} (${old} is its deprecated name), got both` });
+        else {
+          p[now] = p[old];
+          warnings.push({ path, message: `deprecated: renamed to ${now} (accepted for one release)` });
+        }
+        delete p[old];
+      }
+    });
+  }
+  return { value, warnings, issues };
+}
+
 // ------------------------------------------------------------------ parsing and messages
 
 export interface SpecIssue {
@@ -723,9 +796,10 @@ export interface SpecIssue {
   line?: number;
 }
 
+/** `warnings`: deprecated spellings that were accepted (printed by `spec validate` and `up`). */
 export type SpecValidation =
-  | { ok: true; spec: CleanRoomSpec; issues: [] }
-  | { ok: false; issues: SpecIssue[] };
+  | { ok: true; spec: CleanRoomSpec; issues: []; warnings: SpecIssue[] }
+  | { ok: false; issues: SpecIssue[]; warnings: SpecIssue[] };
 
 export function fmtPath(path: ReadonlyArray<PropertyKey>): string {
   let out = '';
@@ -915,6 +989,7 @@ export function validateSpec(text: string, _fileName?: string): SpecValidation {
           ...(pos ? { line: pos.line } : {}),
         };
       }),
+      warnings: [],
     };
   }
   let raw: unknown;
@@ -924,6 +999,7 @@ export function validateSpec(text: string, _fileName?: string): SpecValidation {
     return {
       ok: false,
       issues: [{ path: '(document)', message: `expected a plain YAML document: ${(e as Error).message}` }],
+      warnings: [],
     };
   }
   const lineOf = (path: Path): number | undefined => {
@@ -933,25 +1009,35 @@ export function validateSpec(text: string, _fileName?: string): SpecValidation {
     }
     return undefined;
   };
-  const result = CleanRoomSpec.safeParse(raw);
-  if (result.success) return { ok: true, spec: result.data, issues: [] };
-
-  const rawIssues = result.error.issues.flatMap((i) => issueText(i, raw));
-  // The cross-section rules run inside the schema only when everything else parsed; run
-  // them on the raw input as well so one pass reports every problem.
-  // (When the other problems are only refinements, zod ran them already: skip duplicates.)
-  for (const i of crossCheck(raw)) {
-    const dup = rawIssues.some((r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message));
-    if (!dup)
-      rawIssues.push({ path: i.path, message: `${i.message}, got ${describe(at(raw, i.path), i.path)}` });
-  }
-  const issues = rawIssues.map((i) => {
+  const located = (i: RawIssue): SpecIssue => {
     const line = lineOf(i.path);
     return { path: fmtPath(i.path), message: i.message, ...(line !== undefined ? { line } : {}) };
-  });
+  };
+  const migrated = migrateDeprecated(raw);
+  const warnings = migrated.warnings.map(located);
+  const input = migrated.value;
+  const result = CleanRoomSpec.safeParse(input);
+  if (result.success && migrated.issues.length === 0)
+    return { ok: true, spec: result.data, issues: [], warnings };
+
+  const rawIssues = [...migrated.issues];
+  if (!result.success) {
+    rawIssues.push(...result.error.issues.flatMap((i) => issueText(i, input)));
+    // The cross-section rules run inside the schema only when everything else parsed; run
+    // them on the raw input as well so one pass reports every problem.
+    // (When the other problems are only refinements, zod ran them already: skip duplicates.)
+    for (const i of crossCheck(input)) {
+      const dup = rawIssues.some(
+        (r) => fmtPath(r.path) === fmtPath(i.path) && r.message.startsWith(i.message),
+      );
+      if (!dup)
+        rawIssues.push({ path: i.path, message: `${i.message}, got ${describe(at(input, i.path), i.path)}` });
+    }
+  }
+  const issues = rawIssues.map(located);
   // Source order reads best; Array.prototype.sort is stable for equal lines.
   issues.sort((a, b) => (a.line ?? Number.MAX_SAFE_INTEGER) - (b.line ?? Number.MAX_SAFE_INTEGER));
-  return { ok: false, issues };
+  return { ok: false, issues, warnings };
 }
 
 export function formatSpecIssues(issues: SpecIssue[]): string {
@@ -964,8 +1050,13 @@ export function formatSpecIssues(issues: SpecIssue[]): string {
  * Parses and validates a spec; throws MembraneError 'SPEC_INVALID' listing every issue
  * (one per line, `path: expected ..., got ...`). The error also carries `issues`.
  */
-export function parseSpec(text: string, fileName?: string): CleanRoomSpec {
+export function parseSpec(
+  text: string,
+  fileName?: string,
+  opts: { onWarning?: (w: SpecIssue) => void } = {},
+): CleanRoomSpec {
   const v = validateSpec(text, fileName);
+  for (const w of v.warnings) opts.onWarning?.(w);
   if (v.ok) return v.spec;
   const n = v.issues.length;
   throw Object.assign(

@@ -43,6 +43,8 @@ export interface InstrumentSpec {
   readonly name: string;
   readonly unit?: string;
   readonly description: string;
+  /** Histograms: bucket boundaries (advice to the SDK); absent = the SDK's defaults. */
+  readonly boundaries?: readonly number[];
 }
 export interface Meter {
   counter(spec: InstrumentSpec): Counter;
@@ -53,6 +55,23 @@ export interface Meter {
 export interface OwnListener {
   readonly host: string;
   readonly port: number;
+}
+
+/**
+ * The run's output provenance: outputs are signed with a per-run key whose thumbprint is bound
+ * into the attestation. The proxy gets a signing capability, never the private key.
+ */
+export interface OutputProvenance {
+  /** This run (uuid), the same for every proxy of the run. */
+  readonly runId: string;
+  /** The run key's Ed25519 public key, raw 32 bytes. */
+  readonly publicKey: Uint8Array;
+  /** Ed25519 signature with the run key. */
+  sign(data: Uint8Array): Uint8Array;
+  /** The attestation token binding the run key (its thumbprint in x-ms-runtime), when one was made. */
+  readonly attestation?: { readonly endpoint: string; readonly token: string };
+  /** Clock (tests). */
+  readonly now?: () => Date;
 }
 
 /** What the runtime hands a proxy: capabilities, never raw key bytes. */
@@ -71,6 +90,8 @@ export interface ProxyContext {
   token(identity: string, resource: string): Promise<string>;
   /** Membrane's listeners that are up when the proxy starts (for self-connection checks). */
   ownListeners(): readonly OwnListener[];
+  /** Signs what the proxy releases (sink manifests); absent when the runtime makes no run key. */
+  readonly provenance?: OutputProvenance;
 }
 
 export interface RunningProxy {

@@ -21,8 +21,8 @@ import { dirname } from 'node:path';
 import canonicalizeImport from 'canonicalize';
 import { MembraneError } from '../policy/errors.js';
 
-// The event and sink shapes are the volume's (proxies may not import runtime; runtime may import proxies).
-import type { AuditEvent, AuditSink } from '../proxies/blob-volume/hooks.js';
+// The event and sink shapes are the proxy contract's (proxies may not import runtime; runtime may import proxies).
+import type { AuditEvent, AuditSink } from '../proxies/proxy.js';
 
 export type { AuditEvent, AuditSink };
 

@@ -1,23 +1,27 @@
 /**
  * Readiness for orchestrators and the application's launcher: `GET /ready` is 503
- * until every volume is mounted, then 200 with the volume names; `GET /live` is
- * 200 while the process runs. Loopback only: it is for the pod/container itself.
+ * until every proxy is started, then 200 listing them (`proxies`: name, kind, mode,
+ * endpoint; `volumes`: the blob volumes' names, as earlier releases reported); `GET /live`
+ * is 200 while the process runs. Loopback only: it is for the pod/container itself.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { RunningProxy } from '../proxies/proxy.js';
+
+export type ReadyProxy = Pick<RunningProxy, 'name' | 'kind' | 'mode' | 'endpoint'>;
 
 export interface Health {
   readonly port: number;
-  setReady(volumes: string[]): void;
+  setReady(proxies: readonly ReadyProxy[]): void;
   setStopping(): void;
   close(): Promise<void>;
 }
 
 export async function startHealth(port: number): Promise<Health> {
-  let state: { ready: boolean; stopping: boolean; volumes: string[] } = {
+  let state: { ready: boolean; stopping: boolean; proxies: ReadyProxy[] } = {
     ready: false,
     stopping: false,
-    volumes: [],
+    proxies: [],
   };
   const server: Server = createServer((req, res) => {
     const send = (status: number, body: unknown) => {
@@ -28,7 +32,9 @@ export async function startHealth(port: number): Promise<Health> {
     if (req.url === '/live') return send(200, { live: true });
     if (req.url === '/ready') {
       const ready = state.ready && !state.stopping;
-      return send(ready ? 200 : 503, { ready, stopping: state.stopping, volumes: state.volumes });
+      const { proxies } = state;
+      const volumes = proxies.filter((p) => p.kind === 'blob-volume').map((p) => p.name);
+      return send(ready ? 200 : 503, { ready, stopping: state.stopping, proxies, volumes });
     }
     send(404, { error: 'not found' });
   });
@@ -38,8 +44,12 @@ export async function startHealth(port: number): Promise<Health> {
   });
   return {
     port: (server.address() as AddressInfo).port,
-    setReady: (volumes) => {
-      state = { ...state, ready: true, volumes };
+    setReady: (proxies) => {
+      state = {
+        ...state,
+        ready: true,
+        proxies: proxies.map(({ name, kind, mode, endpoint }) => ({ name, kind, mode, endpoint })),
+      };
     },
     setStopping: () => {
       state = { ...state, stopping: true };

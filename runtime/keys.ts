@@ -32,6 +32,8 @@ export interface KeyBundle {
   readonly keks: ReadonlyMap<string, KeyObject>;
   /** Attestation token claims when one was obtained (audited: host data, measurement). */
   readonly claims?: Record<string, unknown>;
+  /** The attestation token and its issuer, when one was obtained (attached to sink manifests). */
+  readonly attestation?: { endpoint: string; token: string };
   /** Zeroes every DEK buffer and drops the KEKs. */
   destroy(): void;
 }
@@ -39,6 +41,8 @@ export interface KeyBundle {
 export interface AcquireContext {
   /** Read a text file the spec names (trust anchors, tokens, keys), relative paths already resolved. */
   log: (line: string) => void;
+  /** Runtime-data claims bound into the attestation next to the release key (the run key's thumbprint). */
+  runtimeClaims?: Readonly<Record<string, string>>;
 }
 
 /** Token sources for the spec's identities; shared by key release and azure-blob stores. */
@@ -91,6 +95,7 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
   const identities = tokenSources(spec);
   const ca = await readOptional(spec.attestation.ca);
   let claims: Record<string, unknown> | undefined;
+  let attestation: { endpoint: string; token: string } | undefined;
 
   const needsEvidence = spec.keys.keks.some((k) => k.broker !== 'local');
   let provider: EvidenceProvider | undefined;
@@ -116,13 +121,14 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
         where: 'attestation.maa',
       });
     }
-    const runtime = await createRuntimeKey();
+    const runtime = await createRuntimeKey(ctx.runtimeClaims);
     const evidence = await provider!.getEvidence(runtime.reportData);
     ctx.log(
       `attestation: ${evidence.provider} evidence from ${evidence.source}; requesting a token from ${endpoint}`,
     );
     const res = await attestSevSnp({ endpoint, evidence, runtime, ca });
     claims = res.claims;
+    attestation = { endpoint, token: res.token };
     maa = { token: res.token, runtime };
     return maa;
   };
@@ -194,6 +200,7 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
     deks,
     keks,
     claims,
+    attestation,
     destroy() {
       for (const k of deks.values()) k.fill(0);
       deks.clear();

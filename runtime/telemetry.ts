@@ -1,7 +1,8 @@
 /**
- * Telemetry with OpenTelemetry JS: a span per lifecycle step (`span(name, fn)`) and
- * metrics for volume work. Off by default: then nothing of the SDK is loaded, `span()`
- * just calls `fn`, and the metrics are empty functions. When the spec enables it, spans
+ * Telemetry with OpenTelemetry JS: a span per lifecycle step (`span(name, fn)`) and a
+ * generic Meter (the proxy contract's counters and histograms) that each proxy fills from
+ * its own table of instruments (e.g. proxies/blob-volume/instruments.ts). Off by default:
+ * then nothing of the SDK is loaded, `span()` just calls `fn`, and instruments are no-ops. When the spec enables it, spans
  * and metrics go to an OTLP/HTTP collector (`exporter: otlp`, JSON encoding) or to a
  * JSON-lines file (`exporter: file`).
  *
@@ -9,44 +10,29 @@
  * manager): span nesting uses our own AsyncLocalStorage, so two instances (tests) or a
  * host application's own OpenTelemetry setup do not interfere.
  *
- * Metrics (all counters are monotonic sums; attribute `membrane.volume` when obtained
- * through `metricsFor(name)`):
- *   membrane.volume.decrypted.bytes   By        plaintext bytes returned by reads
- *   membrane.volume.decrypted.frames  {frame}   frames authenticated and decrypted
- *   membrane.volume.encrypted.bytes   By        plaintext bytes sealed by datasink writes
- *   membrane.volume.cache.hits        {frame}   frame-cache hits
- *   membrane.volume.cache.misses      {frame}   frame-cache misses
- *   membrane.volume.auth_failures     {object}  objects/frames that failed authentication
- *   membrane.store.request.duration   ms        histogram of blob-store request latency
+ * Counters are monotonic sums: a negative or non-finite value is dropped, never thrown
+ * (a metric must not break I/O). `meter(attributes)` binds attributes to every point;
+ * the runtime gives each proxy a meter with `membrane.proxy: <name>`.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Attributes, context, type Span, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type { TelemetrySpec } from '../policy/spec.js';
-
-// The metrics hook is declared by the volume, which reports through it.
-import type { VolumeMetrics } from '../proxies/blob-volume/hooks.js';
-
-export type { VolumeMetrics };
+import type { Counter, Histogram, InstrumentSpec, Meter } from '../proxies/proxy.js';
 
 const nothing = () => {};
-export const noopMetrics: VolumeMetrics = Object.freeze({
-  bytesDecrypted: nothing,
-  framesDecrypted: nothing,
-  cacheHit: nothing,
-  cacheMiss: nothing,
-  authFailure: nothing,
-  storeRequest: nothing,
-  bytesEncrypted: nothing,
+const noopCounter: Counter = Object.freeze({ add: nothing });
+const noopHistogram: Histogram = Object.freeze({ record: nothing });
+export const noopMeter: Meter = Object.freeze({
+  counter: () => noopCounter,
+  histogram: () => noopHistogram,
 });
 
 export interface Telemetry {
   readonly enabled: boolean;
   /** A tracer for callers that need more than `span()`; a no-op tracer when disabled. */
   readonly tracer: Tracer;
-  /** Volume metrics without a volume attribute. */
-  readonly metrics: VolumeMetrics;
-  /** Volume metrics carrying `membrane.volume: name`. */
-  metricsFor(volume: string): VolumeMetrics;
+  /** Generic instruments whose points all carry `attributes` (noopMeter when disabled). */
+  meter(attributes?: Readonly<Record<string, string>>): Meter;
   /** Runs `fn` inside a span named `name` (child of the enclosing `span()`, if any); records errors. */
   span<T>(name: string, fn: () => Promise<T> | T, attributes?: Attributes): Promise<T>;
   /** Exports what has been recorded so far. */
@@ -55,25 +41,12 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
-export const METRIC_NAMES = {
-  bytesDecrypted: 'membrane.volume.decrypted.bytes',
-  framesDecrypted: 'membrane.volume.decrypted.frames',
-  bytesEncrypted: 'membrane.volume.encrypted.bytes',
-  cacheHits: 'membrane.volume.cache.hits',
-  cacheMisses: 'membrane.volume.cache.misses',
-  authFailures: 'membrane.volume.auth_failures',
-  storeRequestDuration: 'membrane.store.request.duration',
-} as const;
-
-/** Latency buckets (ms) for blob-store requests: loopback fs to cross-region blob. */
-const LATENCY_BOUNDARIES_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 const EXPORT_TIMEOUT_MS = 5000;
 
 const disabled: Telemetry = Object.freeze({
   enabled: false,
   tracer: trace.getTracer('membrane'),
-  metrics: noopMetrics,
-  metricsFor: () => noopMetrics,
+  meter: () => noopMeter,
   span: async <T>(_name: string, fn: () => Promise<T> | T) => fn(),
   flush: async () => {},
   shutdown: async () => {},
@@ -145,51 +118,45 @@ export async function startTelemetry(
   });
   const meterProvider = new MeterProvider({ resource, readers: [reader] });
   const tracer = tracerProvider.getTracer('membrane', opts.version ?? '0.1.0');
-  const meter = meterProvider.getMeter('membrane.volume', opts.version ?? '0.1.0');
+  const otelMeter = meterProvider.getMeter('membrane', opts.version ?? '0.1.0');
 
-  const c = {
-    bytesDecrypted: meter.createCounter(METRIC_NAMES.bytesDecrypted, {
-      unit: 'By',
-      description: 'plaintext bytes returned by datasource reads',
-    }),
-    framesDecrypted: meter.createCounter(METRIC_NAMES.framesDecrypted, {
-      unit: '{frame}',
-      description: 'frames authenticated and decrypted',
-    }),
-    bytesEncrypted: meter.createCounter(METRIC_NAMES.bytesEncrypted, {
-      unit: 'By',
-      description: 'plaintext bytes sealed by datasink writes',
-    }),
-    cacheHits: meter.createCounter(METRIC_NAMES.cacheHits, {
-      unit: '{frame}',
-      description: 'frame cache hits',
-    }),
-    cacheMisses: meter.createCounter(METRIC_NAMES.cacheMisses, {
-      unit: '{frame}',
-      description: 'frame cache misses',
-    }),
-    authFailures: meter.createCounter(METRIC_NAMES.authFailures, {
-      unit: '{object}',
-      description:
-        'objects or frames that failed authentication (tampered, misbound, not in the pinned manifest)',
-    }),
-    storeRequest: meter.createHistogram(METRIC_NAMES.storeRequestDuration, {
-      unit: 'ms',
-      description: 'blob store request latency',
-      advice: { explicitBucketBoundaries: LATENCY_BOUNDARIES_MS },
-    }),
+  // One SDK instrument per name, whoever asks for it (two volumes share the counters and
+  // differ by attributes); the first description wins, as in the SDK itself.
+  type OtelCounter = ReturnType<typeof otelMeter.createCounter>;
+  type OtelHistogram = ReturnType<typeof otelMeter.createHistogram>;
+  const counters = new Map<string, OtelCounter>();
+  const histograms = new Map<string, OtelHistogram>();
+  const counterOf = (spec: InstrumentSpec) => {
+    let c = counters.get(spec.name);
+    if (!c) {
+      c = otelMeter.createCounter(spec.name, { unit: spec.unit, description: spec.description });
+      counters.set(spec.name, c);
+    }
+    return c;
+  };
+  const histogramOf = (spec: InstrumentSpec) => {
+    let h = histograms.get(spec.name);
+    if (!h) {
+      h = otelMeter.createHistogram(spec.name, {
+        unit: spec.unit,
+        description: spec.description,
+        ...(spec.boundaries ? { advice: { explicitBucketBoundaries: [...spec.boundaries] } } : {}),
+      });
+      histograms.set(spec.name, h);
+    }
+    return h;
   };
   const ok = (n: number) => typeof n === 'number' && Number.isFinite(n) && n >= 0;
-  const bound = (attrs: Attributes | undefined): VolumeMetrics => ({
-    bytesDecrypted: (n) => ok(n) && c.bytesDecrypted.add(n, attrs),
-    framesDecrypted: (n) => ok(n) && c.framesDecrypted.add(n, attrs),
-    bytesEncrypted: (n) => ok(n) && c.bytesEncrypted.add(n, attrs),
-    cacheHit: () => c.cacheHits.add(1, attrs),
-    cacheMiss: () => c.cacheMisses.add(1, attrs),
-    authFailure: () => c.authFailures.add(1, attrs),
-    storeRequest: (ms) => ok(ms) && c.storeRequest.record(ms, attrs),
+  const boundMeter = (base: Readonly<Record<string, string>> = {}): Meter => ({
+    counter(spec) {
+      const c = counterOf(spec);
+      return { add: (n, attrs) => ok(n) && c.add(n, { ...base, ...attrs }) };
+    },
+    histogram(spec) {
+      const h = histogramOf(spec);
+      return { record: (v, attrs) => ok(v) && h.record(v, { ...base, ...attrs }) };
+    },
   });
-  const perVolume = new Map<string, VolumeMetrics>();
 
   const current = new AsyncLocalStorage<Span>();
   let stopped: Promise<void> | undefined;
@@ -197,15 +164,7 @@ export async function startTelemetry(
   return {
     enabled: true,
     tracer,
-    metrics: bound(undefined),
-    metricsFor(volume) {
-      let m = perVolume.get(volume);
-      if (!m) {
-        m = bound({ 'membrane.volume': volume });
-        perVolume.set(volume, m);
-      }
-      return m;
-    },
+    meter: boundMeter,
     async span<T>(name: string, fn: () => Promise<T> | T, attributes?: Attributes): Promise<T> {
       const parent = current.getStore();
       const ctx = parent ? trace.setSpan(context.active(), parent) : context.active();

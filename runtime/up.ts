@@ -1,26 +1,26 @@
 /**
  * `membrane up`: the clean room's lifecycle.
  *
- *   consent -> evidence -> token -> release KEKs -> unwrap DEKs -> mount volumes
+ *   consent -> evidence -> token -> release KEKs -> unwrap DEKs -> start proxies
  *   -> readiness (markers + GET /ready) -> run the application
- *   -> drain and commit datasinks -> final audit events -> unmount -> zero keys
+ *   -> close proxies in reverse (drain: commit datasinks) -> final audit events -> zero keys
  *
- * Fail closed: any failure before readiness unmounts whatever was mounted, zeroes
+ * Proxies of every kind (blob volumes today) start in one loop (runtime/proxy-set.ts).
+ * Fail closed: any failure before readiness closes whatever was started, zeroes
  * keys, records the failure in the audit log and exits non-zero with one message.
+ * A proxy that fails to close is audited and makes the exit status non-zero.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
-import { type CleanRoomSpec, parseSpec, resolveSpecPaths, type StoreSpec } from '../policy/spec.js';
-import { type MountedVolume, mountVolume, type VolumeOptions } from '../proxies/blob-volume/index.js';
-import { openStore, type StoreConfig } from '../proxies/blob-volume/store/index.js';
-import { dekKeyring, rsaKeyring } from '../proxies/core/index.js';
-import type { TokenSource } from '../skr-client/akv/index.js';
+import { type CleanRoomSpec, parseSpec, resolveSpecPaths } from '../policy/spec.js';
 import { AuditLog } from './audit.js';
 import { GovernanceClient } from './governance.js';
 import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
+import { createRunKey, publishRunKey, type RunKey } from './provenance.js';
+import { ProxySet } from './proxy-set.js';
 import { startTelemetry } from './telemetry.js';
 
 export interface UpOptions {
@@ -28,8 +28,6 @@ export interface UpOptions {
   command?: string[];
   log?: (line: string) => void;
 }
-
-const STORAGE_RESOURCE = 'https://storage.azure.com';
 
 export async function up(specFile: string, opts: UpOptions = {}): Promise<number> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`membrane: ${l}\n`));
@@ -40,43 +38,41 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   } catch (e) {
     throw new MembraneError('SPEC_UNREADABLE', 'cannot read the clean-room spec', { where: file, cause: e });
   }
-  const spec = resolveSpecPaths(parseSpec(text, file), dirname(file));
+  const onWarning = (w: { path: string; message: string }) =>
+    log(`WARNING: ${file}: ${w.path}: ${w.message}`);
+  const spec = resolveSpecPaths(parseSpec(text, file, { onWarning }), dirname(file));
   const name = spec.name ?? 'cleanroom';
 
   const telemetry = await startTelemetry(spec.telemetry);
   const governance = spec.governance ? await GovernanceClient.fromSpec(spec.governance, name) : undefined;
   await mkdir(dirname(spec.runtime.auditLog), { recursive: true, mode: 0o700 });
   const audit = await AuditLog.open(spec.runtime.auditLog, { governance });
-  const volumes: MountedVolume[] = [];
   let keys: KeyBundle | undefined;
   let health: Health | undefined;
+  let proxies: ProxySet | undefined;
+  // Signs the sealed sinks' manifests; its thumbprint is bound into the attestation.
+  const runKey: RunKey = createRunKey();
 
-  const teardown = async (reason: string, exitCode: number | undefined) => {
+  /** Returns false when a proxy failed to close (audited as proxy.stop_failed). */
+  const teardown = async (reason: string, exitCode: number | undefined): Promise<boolean> => {
     health?.setStopping();
-    // Unmount drains pending datasink commits first; do sinks before sources so
-    // outputs are committed even if a source unmount hangs.
-    for (const v of [...volumes].reverse()) {
-      try {
-        await v.unmount();
-        await rm(join(spec.runtime.statusDir, `${v.name}.volume.ready`), { force: true });
-        audit.emit({ type: 'volume.unmounted', subject: v.name });
-      } catch (e) {
-        audit.emit({
-          type: 'volume.unmount_failed',
-          subject: v.name,
-          details: { error: (e as Error).message },
-        });
-        log(`unmount of '${v.name}' failed: ${(e as Error).message}`);
-      }
-    }
-    volumes.length = 0;
+    // Reverse order: datasinks drain (commit) before the sources go, network proxies first.
+    const failures = (await proxies?.closeAll(log)) ?? [];
     keys?.destroy();
-    audit.emit({ type: 'cleanroom.stopped', subject: name, details: { reason, exitCode } });
+    runKey.destroy();
+    const stopFailed = failures.map((f) => f.name);
+    audit.emit({
+      type: 'cleanroom.stopped',
+      subject: name,
+      details: { reason, exitCode, ...(stopFailed.length ? { stopFailed } : {}) },
+    });
     await audit.close();
     await telemetry.shutdown();
     await health?.close();
+    return failures.length === 0;
   };
 
+  let appEnv: Record<string, string> = {};
   // ---- start: everything before readiness fails closed
   try {
     health = await startHealth(spec.runtime.healthPort);
@@ -89,50 +85,37 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       await telemetry.span('consent', () => governance.checkConsent());
       audit.emit({ type: 'consent.checked', subject: name, details: { status: 'enabled' } });
     }
-    const bundle = await telemetry.span('keys', () => acquireKeys(spec, { log }));
+    const bundle = await telemetry.span('keys', () =>
+      acquireKeys(spec, { log, runtimeClaims: runKey.claims }),
+    );
     keys = bundle;
     audit.emit({ type: 'keys.released', subject: name, details: attestationSummary(bundle.claims, spec) });
 
-    const identities = tokenSources(spec);
     await mkdir(spec.runtime.statusDir, { recursive: true, mode: 0o755 });
-    for (const ds of spec.datasources) {
-      const v = await telemetry.span(`mount ${ds.name}`, async () =>
-        mountVolume({
-          name: ds.name,
-          mountpoint: ds.mount,
-          kind: 'datasource',
-          store: openStore(await storeConfig(ds.store, identities)),
-          protection: { mode: 'secure', keyring: dekKeyring(bundle.deks.get(ds.protection.key!)!) },
-          pinnedManifest: ds.protection.pinnedManifestDigest
-            ? { digest: ds.protection.pinnedManifestDigest }
-            : undefined,
-          audit,
-          metrics: telemetry.metricsFor(ds.name),
-        }),
-      );
-      volumes.push(v);
-      await markReady(spec, v, audit);
-    }
-    for (const sink of spec.datasinks) {
-      const protection = await sinkProtection(sink.protection, bundle);
-      const v = await telemetry.span(`mount ${sink.name}`, async () =>
-        mountVolume({
-          name: sink.name,
-          mountpoint: sink.mount,
-          kind: 'datasink',
-          store: openStore(await storeConfig(sink.store, identities)),
-          protection,
-          audit,
-          metrics: telemetry.metricsFor(sink.name),
-        }),
-      );
-      volumes.push(v);
-      await markReady(spec, v, audit);
-    }
-    health.setReady(volumes.map((v) => v.name));
-    audit.emit({ type: 'cleanroom.ready', subject: name, details: { volumes: volumes.map((v) => v.name) } });
+    publishRunKey(runKey, audit, bundle.attestation !== undefined);
+    const healthPort = health.port;
+    proxies = new ProxySet({
+      sources: {
+        keys: bundle,
+        identities: tokenSources(spec),
+        audit,
+        meter: (attributes) => telemetry.meter(attributes),
+        log,
+        provenance: runKey.provenance(bundle.attestation),
+      },
+      statusDir: spec.runtime.statusDir,
+      otherListeners: () => [{ host: '127.0.0.1', port: healthPort }],
+      span: (n, fn, attributes) => telemetry.span(n, fn, attributes),
+    });
+    await proxies.startAll(spec);
+    const running = proxies.running;
+    appEnv = proxies.appEnv(spec.application?.env);
+    health.setReady(running);
+    const names = running.map((p) => p.name);
+    const volumes = running.filter((p) => p.kind === 'blob-volume').map((p) => p.name);
+    audit.emit({ type: 'cleanroom.ready', subject: name, details: { proxies: names, volumes } });
     log(
-      `ready: ${volumes.map((v) => `${v.name} at ${v.mountpoint}`).join(', ') || 'no volumes'}; GET http://127.0.0.1:${health.port}/ready`,
+      `ready: ${running.map((p) => `${p.name} at ${p.endpoint.type === 'mount' ? p.endpoint.path : `${p.endpoint.host}:${p.endpoint.port}`}`).join(', ') || 'no proxies'}; GET http://127.0.0.1:${health.port}/ready`,
     );
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
@@ -151,13 +134,15 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
   let reason: string;
   if (command?.length) {
     audit.emit({ type: 'application.started', subject: command[0], details: { args: command.length - 1 } });
-    exitCode = await runApplication(command, spec, log);
+    exitCode = await runApplication(command, appEnv, log);
     audit.emit({ type: 'application.exited', subject: command[0], details: { exitCode } });
     reason = 'application exited';
   } else {
     reason = await waitForSignal();
   }
-  await teardown(reason, exitCode);
+  const stopped = await teardown(reason, exitCode);
+  // Outputs may not have been committed: never report success then.
+  if (!stopped && exitCode === 0) exitCode = 1;
   return exitCode;
 }
 
@@ -175,52 +160,19 @@ function attestationSummary(
   };
 }
 
-async function markReady(spec: CleanRoomSpec, v: MountedVolume, audit: AuditLog): Promise<void> {
-  await writeFile(join(spec.runtime.statusDir, `${v.name}.volume.ready`), `${v.mountpoint}\n`, {
-    mode: 0o644,
-  });
-  audit.emit({ type: 'volume.mounted', subject: v.name, details: { mountpoint: v.mountpoint } });
-}
-
-async function sinkProtection(
-  p: CleanRoomSpec['datasinks'][number]['protection'],
-  keys: KeyBundle,
-): Promise<VolumeOptions['protection']> {
-  switch (p.mode) {
-    case 'secure':
-      return { mode: 'secure', keyring: dekKeyring(keys.deks.get(p.key!)!) };
-    case 'trusted':
-      return {
-        mode: 'trusted',
-        recipient: rsaKeyring({ publicKey: await readFile(p.recipientPublicKey!, 'utf8') }),
-      };
-    case 'open':
-      return { mode: 'open', egress: { allow: p.egress?.allow, maxObjectBytes: p.egress?.maxObjectBytes } };
-  }
-}
-
-async function storeConfig(s: StoreSpec, identities: Map<string, TokenSource>): Promise<StoreConfig> {
-  if (s.type === 'fs') return { type: 'fs', path: s.path };
-  const base = { type: 'azure-blob' as const, url: s.url, container: s.container, prefix: s.prefix };
-  if (s.identity) {
-    const source = identities.get(s.identity)!;
-    return { ...base, auth: { kind: 'bearer', token: () => source.getToken(STORAGE_RESOURCE) } };
-  }
-  if (s.sas) return { ...base, auth: { kind: 'sas', sas: s.sas } };
-  if (s.sasFile) return { ...base, auth: { kind: 'sas', sas: (await readFile(s.sasFile, 'utf8')).trim() } };
-  if (s.sharedKey) {
-    const key = s.sharedKey.key ?? (await readFile(s.sharedKey.keyFile!, 'utf8')).trim();
-    return { ...base, auth: { kind: 'shared-key', account: s.sharedKey.account, key } };
-  }
-  return { ...base, auth: { kind: 'anonymous' } };
-}
-
-/** Runs the application with the mounts in place; forwards SIGTERM/SIGINT; resolves to its exit code. */
-function runApplication(command: string[], spec: CleanRoomSpec, log: (l: string) => void): Promise<number> {
+/**
+ * Runs the application with the proxies in place; `env` (the spec's plus the proxies')
+ * extends the runtime's own. Forwards SIGTERM/SIGINT; resolves to its exit code.
+ */
+function runApplication(
+  command: string[],
+  env: Record<string, string>,
+  log: (l: string) => void,
+): Promise<number> {
   return new Promise((resolvePromise) => {
     const child = spawn(command[0]!, command.slice(1), {
       stdio: 'inherit',
-      env: { ...process.env, ...(spec.application?.env ?? {}) },
+      env: { ...process.env, ...env },
     });
     const forward = (sig: NodeJS.Signals) => () => {
       log(`${sig}: stopping the application`);

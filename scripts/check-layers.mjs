@@ -1,10 +1,15 @@
 // Enforces the architecture's arrows (DEVELOPERS.md): runtime -> proxies -> proxies/core;
 // runtime -> skr-client; everyone -> policy; bench measures proxies and skr-client.
-// Also rejects import cycles between modules, and any I/O module imported by policy/.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+// Also rejects import cycles between modules, any I/O module imported by policy/, and one
+// proxy importing another (proxies/<a>/ -> proxies/<b>/): proxies share only proxies/core
+// and the contract, proxies/proxy.ts, so each kind can be reviewed, loaded and removed alone.
+//   node scripts/check-layers.mjs [ROOT]   (ROOT defaults to the repository; tests pass a tree)
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
-const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
+const root = process.argv[2]
+  ? resolve(process.argv[2])
+  : resolve(dirname(new URL(import.meta.url).pathname), '..');
 const layers = ['policy', 'proxies/core', 'proxies', 'skr-client', 'bench', 'runtime', 'test'];
 // What each layer may import (besides itself).
 const allowed = {
@@ -20,6 +25,12 @@ const policyForbidden =
   /^node:(fs|net|http|https|child_process|worker_threads|dgram|tls|dns)(\/|$)|^(undici|fuse-native)$/;
 
 const layerOf = (file) => layers.find((l) => file === l || file.startsWith(l + '/'));
+// The proxy a file belongs to: 'blob-volume' for proxies/blob-volume/x.ts; undefined for
+// proxies/core/ and the files directly in proxies/ (the contract), which every proxy may use.
+const proxyOf = (file) => {
+  const m = /^proxies\/([^/]+)\//.exec(file);
+  return m && m[1] !== 'core' ? m[1] : undefined;
+};
 const files = [];
 const walk = (d) => {
   for (const n of readdirSync(join(root, d))) {
@@ -28,7 +39,8 @@ const walk = (d) => {
     else if (p.endsWith('.ts')) files.push(p);
   }
 };
-for (const l of ['policy', 'proxies', 'skr-client', 'bench', 'runtime', 'test']) walk(l);
+for (const l of ['policy', 'proxies', 'skr-client', 'bench', 'runtime', 'test'])
+  if (existsSync(join(root, l))) walk(l);
 
 const errors = [];
 const graph = new Map();
@@ -49,6 +61,11 @@ for (const f of files) {
     deps.push(target);
     if (to !== from && !allowed[from].includes(to))
       errors.push(`${f}: ${from} must not import ${to} (${spec})`);
+    const [pa, pb] = [proxyOf(f), proxyOf(target)];
+    if (pb && pa !== pb && from === 'proxies')
+      errors.push(
+        `${f}: a proxy must not import another proxy (${pa ? `proxies/${pa}` : 'the contract'} -> proxies/${pb}: ${spec}); share code through proxies/core or policy/`,
+      );
   }
   graph.set(f, deps);
 }

@@ -12,7 +12,7 @@
 // Everything runs unattended in a temporary directory that is removed at the end (--keep keeps it).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -166,9 +166,10 @@ async function main() {
       p('mnt', 'report'),
     ]);
 
-    step(6, 'The consumer decrypts the report with its private key');
+    step(6, "The consumer verifies the run's signed manifest against the attestation, then decrypts");
+    const stored = (await readdir(p('store', 'report'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
     console.log(
-      `  stored report is sealed: ${(await readFile(p('store', 'report', 'report.csv'))).subarray(0, 2).toString('hex')}… (ESDK v2 header)`,
+      `  the store holds ${stored.length} object(s) under opaque names (e.g. ${stored[0]?.slice(0, 16)}…) and a signed manifest`,
     );
     await membrane(
       [
@@ -181,6 +182,12 @@ async function main() {
         'report',
         '--private-key',
         p('consumer.pem'),
+        '--maa',
+        emulators.maaUrl,
+        '--ca',
+        emulators.caFile,
+        '--expect-claim',
+        `x-ms-sevsnpvm-hostdata=${hostData}`,
       ],
       { quiet: true },
     );

@@ -1,6 +1,6 @@
 // Runs the compiled test files with Node's own test runner.
-//   node scripts/run-tests.mjs            -> every suite (unit, integration, e2e; slow ones included)
-//   node scripts/run-tests.mjs unit       -> only test/unit
+//   node scripts/run-tests.mjs            -> every suite (unit, contract, integration, e2e; slow ones included)
+//   node scripts/run-tests.mjs contract   -> only test/contract (likewise unit, integration, e2e)
 //   MEMBRANE_SKIP_SLOW=1 ...              -> leaves out files named *.slow.test.ts (local quick runs only;
 //                                            CI always runs them)
 import { spawnSync } from 'node:child_process';

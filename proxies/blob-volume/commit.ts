@@ -25,12 +25,22 @@ export class Committer {
   /** Paths whose objects we deleted (a cached listing may still show them). */
   readonly gone = new Set<string>();
 
+  private closed = false;
+
   constructor(
     private readonly store: BlobStore,
     private readonly sealer: Sealer,
     private readonly report: Reporter,
     private readonly mode: string,
   ) {}
+
+  /**
+   * No commit starts after this (issue 12, defect 6: a mount that could not be
+   * unmounted kept committing after the keys were zeroed, without audit).
+   */
+  close(): void {
+    this.closed = true;
+  }
 
   /** Commits `file` if it changed since its last commit. */
   commit(file: SinkFile): Promise<void> {
@@ -41,6 +51,12 @@ export class Committer {
   async commitLocked(file: SinkFile): Promise<void> {
     if (!file.dirty || file.detached) return;
     const path = file.path;
+    if (this.closed) {
+      this.report.event(VolumeEvent.COMMIT_FAILED, path, { code: VolumeErrorCode.CLOSED, bytes: file.size });
+      throw new MembraneError(VolumeErrorCode.CLOSED, 'the volume is closed; nothing more is committed', {
+        where: path,
+      });
+    }
     const info: SealInfo = { messageId: '', plaintextBytes: 0 };
     const prev = this.owned.get(path);
     let stored: Awaited<ReturnType<BlobStore['put']>>;

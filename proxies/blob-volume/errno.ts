@@ -18,8 +18,8 @@ export const VolumeErrorCode = {
   READ_ONLY: 'VOLUME_READ_ONLY',
   WRITE_ONCE: 'VOLUME_WRITE_ONCE',
   UNREADABLE: 'VOLUME_UNREADABLE',
-  EGRESS_NAME: 'EGRESS_DENIED',
-  EGRESS_SIZE: 'EGRESS_TOO_LARGE',
+  OUTPUT_NAME: 'OUTPUT_DENIED',
+  OUTPUT_SIZE: 'OUTPUT_TOO_LARGE',
   BAD_HANDLE: 'VOLUME_BAD_HANDLE',
   INVALID_NAME: 'VOLUME_INVALID_NAME',
   NOT_SUPPORTED: 'VOLUME_NOT_SUPPORTED',
@@ -30,6 +30,12 @@ export const VolumeErrorCode = {
   COMMIT_FAILED: 'VOLUME_COMMIT_FAILED',
   MOUNT_FAILED: 'VOLUME_MOUNT_FAILED',
   OPTIONS: 'VOLUME_OPTIONS',
+  /** A name longer than the store can hold (issue 12, defect 3). */
+  NAME_TOO_LONG: 'VOLUME_NAME_TOO_LONG',
+  /** A name Membrane keeps for itself (issue 12, defect 11). */
+  RESERVED_NAME: 'VOLUME_RESERVED_NAME',
+  /** The volume is closing or closed: nothing more is committed (issue 12, defect 6). */
+  CLOSED: 'VOLUME_CLOSED',
 } as const;
 
 type ErrnoName = keyof typeof constants.errno;
@@ -44,8 +50,8 @@ const byCode: Record<string, ErrnoName> = {
   [VolumeErrorCode.READ_ONLY]: 'EROFS',
   [VolumeErrorCode.WRITE_ONCE]: 'EACCES',
   [VolumeErrorCode.UNREADABLE]: 'EACCES',
-  [VolumeErrorCode.EGRESS_NAME]: 'EACCES',
-  [VolumeErrorCode.EGRESS_SIZE]: 'EFBIG',
+  [VolumeErrorCode.OUTPUT_NAME]: 'EACCES',
+  [VolumeErrorCode.OUTPUT_SIZE]: 'EFBIG',
   [VolumeErrorCode.BAD_HANDLE]: 'EBADF',
   [VolumeErrorCode.INVALID_NAME]: 'EINVAL',
   [VolumeErrorCode.NOT_SUPPORTED]: 'EPERM',
@@ -54,6 +60,9 @@ const byCode: Record<string, ErrnoName> = {
   [VolumeErrorCode.OBJECT_CHANGED]: 'EIO',
   [VolumeErrorCode.STAGING_AUTH]: 'EIO',
   [VolumeErrorCode.COMMIT_FAILED]: 'EIO',
+  [VolumeErrorCode.NAME_TOO_LONG]: 'ENAMETOOLONG',
+  [VolumeErrorCode.RESERVED_NAME]: 'EACCES',
+  [VolumeErrorCode.CLOSED]: 'EIO',
   STORE_INVALID_PATH: 'EINVAL',
 };
 
@@ -92,7 +101,7 @@ export function isExpected(e: unknown): boolean {
   if (!isMembraneError(e)) return false;
   return (
     e.code.startsWith('VOLUME_') ||
-    e.code.startsWith('EGRESS_') ||
+    e.code.startsWith('OUTPUT_') ||
     e.code.startsWith('FORMAT_') ||
     e.code === 'STORE_INVALID_PATH'
   );

@@ -19,6 +19,8 @@ declare module 'fuse-native' {
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     protected _fuseOptions(): string;
+    protected _close(cb: (err: Error | null) => void): void;
+    protected _thread: Buffer | null;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
   }
   export = Fuse;

@@ -1,19 +1,11 @@
 /**
- * The two observation hooks a volume reports through. Declared here, where they
- * are used; runtime/audit.ts and runtime/telemetry.ts implement them (runtime may
- * import proxies, never the reverse).
+ * The two observation hooks a volume reports through. The audit sink is the proxy
+ * contract's (one vocabulary for all proxies); VolumeMetrics is the volume's own view of
+ * its instruments (instruments.ts builds it over the contract's generic Meter).
  */
+import type { AuditSink } from '../proxy.js';
 
-export interface AuditEvent {
-  type: string;
-  subject?: string;
-  details?: Record<string, unknown>;
-}
-
-/** Synchronous enqueue; must never throw (we guard anyway: auditing must not break I/O). */
-export interface AuditSink {
-  emit(e: AuditEvent): void;
-}
+export type { AuditEvent, AuditSink } from '../proxy.js';
 
 export interface VolumeMetrics {
   bytesDecrypted(n: number): void;
@@ -43,10 +35,14 @@ export const VolumeEvent = {
   MANIFEST_MISMATCH: 'object.manifest_mismatch',
   MISSING: 'object.missing',
   CHANGED: 'object.changed',
-  EGRESS_DENIED: 'egress.denied',
+  OUTPUT_DENIED: 'output.denied',
   COMMITTED: 'object.committed',
   COMMIT_FAILED: 'object.commit_failed',
   DELETED: 'object.deleted',
+  /** The app tried to create or rename to a name Membrane reserves. */
+  NAME_RESERVED: 'name.reserved',
+  /** The app tried to create or rename to a name the store cannot hold. */
+  NAME_TOO_LONG: 'name.too_long',
 } as const;
 
 /** An audit sink that tags every event with the volume and never lets the sink's failure escape. */

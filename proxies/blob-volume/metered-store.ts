@@ -12,7 +12,7 @@
  *                   random 4 KiB reads.
  */
 import type { VolumeMetrics } from './hooks.js';
-import type { BlobInfo, BlobStore, PutOptions } from './store/types.js';
+import type { BlobInfo, BlobStore, NameLimits, PutOptions } from './store/types.js';
 
 export interface Sweepable {
   sweep(): Promise<number>;
@@ -40,6 +40,7 @@ export function hasPinnedReads(s: BlobStore): s is BlobStore & PinnedReads {
 class MeteredStore implements BlobStore {
   readonly kind: string;
   readonly description: string;
+  readonly limits: NameLimits | undefined;
 
   constructor(
     readonly inner: BlobStore,
@@ -47,6 +48,7 @@ class MeteredStore implements BlobStore {
   ) {
     this.kind = inner.kind;
     this.description = inner.description;
+    this.limits = inner.limits;
   }
 
   protected async timed<T>(fn: () => Promise<T>): Promise<T> {

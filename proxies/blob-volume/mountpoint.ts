@@ -19,9 +19,13 @@ export function unescapeMountPath(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 
-/** Mount points currently listed for this mount namespace. */
+/**
+ * Mount points currently listed for this mount namespace. Throws when the table cannot
+ * be read (e.g. EMFILE): an unreadable table must never read as "not mounted"
+ * (issue 12, defect 6: teardown audited volume.unmounted while still mounted).
+ */
 export async function mountPoints(): Promise<Set<string>> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
   const out = new Set<string>();
   for (const line of text.split('\n')) {
     const f = line.split(' ');
@@ -52,12 +56,17 @@ async function probe(path: string, ms: number): Promise<'ok' | 'stale' | 'hung' 
   }
 }
 
-/** Lazily detaches the mount at `path` (fusermount, or umount -l as a fallback). */
-export async function detach(path: string): Promise<void> {
+/**
+ * Lazily detaches the mount at `path` (fusermount, or umount -l as a fallback). An
+ * argument vector, never a shell: the path is data, whatever it contains. Each command
+ * is killed after `timeoutMs`.
+ */
+export async function detach(path: string, timeoutMs = 15_000): Promise<void> {
+  const opts = { timeout: timeoutMs, killSignal: 'SIGKILL' as const };
   try {
-    await run('fusermount', ['-u', '-z', path]);
+    await run('fusermount', ['-u', '-z', '--', path], opts);
   } catch {
-    await run('umount', ['-l', path]);
+    await run('umount', ['-l', '--', path], opts);
   }
 }
 

@@ -7,9 +7,10 @@ import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { DEFAULT_FRAME_LENGTH, type Keyring, MAX_FRAME_LENGTH } from '../core/index.js';
-import { EgressPolicy, type EgressRules } from './egress.js';
 import { VolumeErrorCode } from './errno.js';
 import { type AuditSink, noopAudit, noopMetrics, type VolumeMetrics } from './hooks.js';
+import { type OutputRules, OutputRulesPolicy } from './output-rules.js';
+import type { SinkProvenance } from './sink-manifest.js';
 import type { BlobStore } from './store/types.js';
 
 /**
@@ -38,8 +39,8 @@ export type Protection =
    * `recipient` holds (e.g. a released KEK).
    */
   | { mode: 'trusted'; recipient: Keyring }
-  /** Datasink: plaintext out, under egress rules. Datasource: plaintext objects. */
-  | { mode: 'open'; egress?: EgressRules }
+  /** Datasink: plaintext out, under output rules. Datasource: plaintext objects. */
+  | { mode: 'open'; outputRules?: OutputRules }
   | PassthroughProtection;
 
 export interface VolumeOptions {
@@ -59,6 +60,8 @@ export interface VolumeOptions {
   readAheadFrames?: number;
   /** Where datasinks stage files, encrypted (default <tmpdir>/membrane-staging). */
   stagingDir?: string;
+  /** Datasinks: most staging files open at once (default 128); idle ones are closed and reopened. */
+  stagingFds?: number;
   /** Datasinks: frame length of committed objects. Open/passthrough: read granularity. Default 64 KiB. */
   frameLength?: number;
   /** How long a directory listing is reused (default 3000 ms). */
@@ -67,6 +70,12 @@ export interface VolumeOptions {
   allowOther?: boolean;
   /** Where internal errors are logged (default: stderr). Never receives data or keys. */
   log?: (message: string) => void;
+  /**
+   * Secure and trusted datasinks: store objects under opaque names and write a signed
+   * manifest of this run (sink-manifest.ts). `membrane up` always sets it; without it the
+   * sink keeps plaintext names and no manifest (library use, tests, benchmarks).
+   */
+  provenance?: SinkProvenance;
 }
 
 export interface ResolvedOptions {
@@ -75,17 +84,19 @@ export interface ResolvedOptions {
   store: BlobStore;
   kind: 'datasource' | 'datasink';
   protection: Protection;
-  egress: EgressPolicy | undefined;
+  outputRules: OutputRulesPolicy | undefined;
   pinnedManifest: VolumeOptions['pinnedManifest'];
   audit: AuditSink;
   metrics: VolumeMetrics;
   cacheBytes: number;
   readAheadFrames: (frameLength: number) => number;
   stagingDir: string;
+  stagingFds: number;
   frameLength: number;
   listingTtlMs: number;
   allowOther: boolean;
   log: (message: string) => void;
+  provenance: SinkProvenance | undefined;
 }
 
 const READ_AHEAD_BYTES = 4 << 20;
@@ -113,6 +124,16 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
       throw bad('pinnedManifest', 'needs sealed objects (secure or trusted mode)');
     if (!/^[0-9a-fA-F]{64}$/.test(o.pinnedManifest.digest))
       throw bad('pinnedManifest.digest', 'expected 64 hex characters');
+  }
+  if (o.provenance) {
+    if (o.kind !== 'datasink') throw bad('provenance', 'applies to datasinks only');
+    if (p.mode !== 'secure' && p.mode !== 'trusted')
+      throw bad(
+        'provenance',
+        'needs a sealed sink (secure or trusted mode); open sinks keep plaintext names',
+      );
+    if (o.provenance.publicKey?.length !== 32)
+      throw bad('provenance.publicKey', 'expected a raw Ed25519 key');
   }
   const int = (
     field: string,
@@ -142,16 +163,19 @@ export function resolveOptions(o: VolumeOptions): ResolvedOptions {
     store: o.store,
     kind: o.kind,
     protection: p,
-    egress: o.kind === 'datasink' && p.mode === 'open' ? new EgressPolicy(p.egress ?? {}) : undefined,
+    outputRules:
+      o.kind === 'datasink' && p.mode === 'open' ? new OutputRulesPolicy(p.outputRules ?? {}) : undefined,
     pinnedManifest: o.pinnedManifest,
     audit: o.audit ?? noopAudit,
     metrics: o.metrics ?? noopMetrics,
     cacheBytes,
     readAheadFrames: (F) => raFixed ?? Math.max(2, Math.ceil(READ_AHEAD_BYTES / F)),
     stagingDir,
+    stagingFds: int('stagingFds', o.stagingFds, 128, 1, 1 << 16),
     frameLength,
     listingTtlMs,
     allowOther: o.allowOther === true,
     log: o.log ?? ((m) => process.stderr.write(`membrane volume: ${m}\n`)),
+    provenance: o.provenance,
   };
 }

@@ -3,7 +3,7 @@
  *   secure  — sealed with the sink's DEK keyring (readable by clean rooms holding the DEK);
  *   trusted — sealed to the recipient's RSA public key (only the recipient reads it;
  *             this volume cannot read the committed object back);
- *   open    — plaintext, after the egress rules allowed its name and size;
+ *   open    — plaintext, after the output rules allowed its name and size;
  *   plaintext-passthrough — plaintext, no rules: the benchmark ceiling only.
  * Sealed objects are bound to {datasource: sink name, path}.
  */

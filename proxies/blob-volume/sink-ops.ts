@@ -9,22 +9,23 @@
  *   - objects already in the store that this mount did not write ("foreign"):
  *     write-once, so never overwritten, truncated, renamed or deleted (EACCES);
  *     readable in secure and open mode, unreadable in trusted mode.
- * Open mode adds the egress rules: a name that matches no allowed pattern cannot be
+ * Open mode adds the output rules: a name that matches no allowed pattern cannot be
  * created or renamed to (EACCES), a file cannot grow beyond the size limit (EFBIG);
- * each refusal is an `egress.denied` audit event.
+ * each refusal is an `output.denied` audit event.
  *
  * libfuse (high-level API, without hard_remove) unlinks a file that is still open
  * by renaming it to `.fuse_hidden…` and unlinking that name on release: such a
  * rename detaches the file (its object is deleted, it is never committed again).
  */
 import { MembraneError } from '../../policy/errors.js';
+import { MANIFEST_NAME } from '../../policy/manifest.js';
 import type { Committer } from './commit.js';
-import type { EgressPolicy } from './egress.js';
 import { VolumeErrorCode } from './errno.js';
 import type { Attr, FsOps, Statfs } from './fuse-adapter.js';
 import { Handles } from './handles.js';
 import { VolumeEvent } from './hooks.js';
 import type { SourceObject, SourceObjects } from './objects.js';
+import type { OutputRulesPolicy } from './output-rules.js';
 import { baseName, isWithin, join, parentOf, ROOT, rebase } from './paths.js';
 import { ReadAhead } from './read-ahead.js';
 import type { Reporter } from './report.js';
@@ -33,6 +34,7 @@ import { notFound } from './source-ops.js';
 import type { SourceReader } from './source-reader.js';
 import { Staging } from './staging.js';
 import type { BlockCipher } from './staging-cipher.js';
+import type { FdPool } from './staging-fds.js';
 import type { BlobInfo, BlobStore } from './store/types.js';
 import type { Listing, TreeSnapshot } from './tree.js';
 
@@ -65,12 +67,28 @@ export interface SinkVolumeParts {
   committer: Committer;
   report: Reporter;
   /** Open mode only. */
-  egress?: EgressPolicy;
+  outputRules?: OutputRulesPolicy;
   stagingDir: string;
+  /** Staging descriptors, shared by this sink's files (bounded; defect 6). */
+  fds?: FdPool;
   /** A fresh staging cipher (one key per staging file). */
   cipher: () => BlockCipher;
   /** Reads objects this mount did not write; absent when the sink cannot read them (trusted). */
   foreign?: ForeignReader;
+}
+
+/**
+ * Names Membrane keeps for itself in a sink (issue 12, defect 11): any segment starting
+ * with `.membrane-` (store temp files `.membrane-tmp-*`, hidden from listings and swept
+ * at the next mount) and `manifest.json` at the root (read by `membrane unprotect`).
+ */
+export const RESERVED_SEGMENT_PREFIX = '.membrane-';
+export const RESERVED_ROOT_NAMES: readonly string[] = [MANIFEST_NAME];
+
+export function isReservedName(path: string): boolean {
+  return (
+    RESERVED_ROOT_NAMES.includes(path) || path.split('/').some((s) => s.startsWith(RESERVED_SEGMENT_PREFIX))
+  );
 }
 
 const err = (code: string, message: string, path: string) =>
@@ -136,25 +154,52 @@ export class SinkVolume implements FsOps {
     if (parent.kind !== 'dir') throw err(VolumeErrorCode.NOT_DIR, 'not a directory', parentOf(path));
   }
 
+  /**
+   * Every name the app gives (create, mkdir, rename): one the store cannot hold fails
+   * now with ENAMETOOLONG instead of at commit (defect 3); Membrane's own names fail
+   * with EACCES (defect 11); open sinks then apply their output rules.
+   */
   private checkName(path: string): void {
-    const eg = this.p.egress;
-    if (eg && !eg.allowsName(path)) {
-      this.p.report.event(VolumeEvent.EGRESS_DENIED, path, { rule: 'name', allow: eg.rules.allow ?? [] });
-      throw err(VolumeErrorCode.EGRESS_NAME, 'egress rules do not allow this object name', path);
+    this.checkLength(path);
+    if (isReservedName(path)) {
+      this.p.report.event(VolumeEvent.NAME_RESERVED, path);
+      throw err(VolumeErrorCode.RESERVED_NAME, 'this name is reserved for Membrane', path);
+    }
+    const rules = this.p.outputRules;
+    if (rules && !rules.allowsName(path)) {
+      this.p.report.event(VolumeEvent.OUTPUT_DENIED, path, { rule: 'name', allow: rules.rules.allow ?? [] });
+      throw err(VolumeErrorCode.OUTPUT_NAME, 'output rules do not allow this object name', path);
     }
   }
 
+  private checkLength(path: string): void {
+    const lim = this.p.store.limits;
+    if (!lim) return;
+    const segs = path.split('/');
+    const why =
+      Buffer.byteLength(path) > lim.pathBytes
+        ? `paths in this store hold at most ${lim.pathBytes} bytes`
+        : segs.length > lim.segments
+          ? `paths in this store have at most ${lim.segments} segments`
+          : segs.some((s) => Buffer.byteLength(s) > lim.segmentBytes)
+            ? `names in this store hold at most ${lim.segmentBytes} bytes`
+            : undefined;
+    if (why === undefined) return;
+    this.p.report.event(VolumeEvent.NAME_TOO_LONG, path.slice(0, 256), { bytes: Buffer.byteLength(path) });
+    throw err(VolumeErrorCode.NAME_TOO_LONG, why, path.slice(0, 256));
+  }
+
   private checkSize(path: string, bytes: number): void {
-    const eg = this.p.egress;
-    if (eg && !eg.allowsSize(bytes)) {
-      this.p.report.event(VolumeEvent.EGRESS_DENIED, path, {
+    const rules = this.p.outputRules;
+    if (rules && !rules.allowsSize(bytes)) {
+      this.p.report.event(VolumeEvent.OUTPUT_DENIED, path, {
         rule: 'size',
-        limit: eg.maxObjectBytes,
+        limit: rules.maxObjectBytes,
         attempted: bytes,
       });
       throw err(
-        VolumeErrorCode.EGRESS_SIZE,
-        `egress rules limit objects to ${eg.maxObjectBytes} bytes`,
+        VolumeErrorCode.OUTPUT_SIZE,
+        `output rules limit objects to ${rules.maxObjectBytes} bytes`,
         path,
       );
     }
@@ -195,6 +240,11 @@ export class SinkVolume implements FsOps {
     const snap = await this.p.listing.snapshot();
     if (this.resolve(path, snap).kind !== 'none') throw err(VolumeErrorCode.EXISTS, 'already exists', path);
     await this.parentDir(path, snap);
+    this.checkLength(path);
+    if (isReservedName(path)) {
+      this.p.report.event(VolumeEvent.NAME_RESERVED, path);
+      throw err(VolumeErrorCode.RESERVED_NAME, 'this name is reserved for Membrane', path);
+    }
     this.dirs.add(path);
     this.addLocal(path);
   }
@@ -235,7 +285,11 @@ export class SinkVolume implements FsOps {
     if (r.kind === 'dir') throw err(VolumeErrorCode.IS_DIR, 'is a directory', path);
     if (r.kind === 'foreign') throw writeOnce(path);
     this.checkName(path);
-    const staging = await Staging.create({ dir: this.p.stagingDir, cipher: this.p.cipher() });
+    const staging = await Staging.create({
+      dir: this.p.stagingDir,
+      cipher: this.p.cipher(),
+      fds: this.p.fds,
+    });
     const raced = this.files.get(path);
     if (raced) {
       await staging.close();
@@ -462,6 +516,11 @@ export class SinkVolume implements FsOps {
       if (isWithin(p, src) && this.resolve(p, snap).kind === 'foreign') throw writeOnce(p);
     }
     const moving = [...this.files.values()].filter((f) => !f.detached && isWithin(f.path, src));
+    this.checkLength(dst);
+    if (isReservedName(dst)) {
+      this.p.report.event(VolumeEvent.NAME_RESERVED, dst);
+      throw err(VolumeErrorCode.RESERVED_NAME, 'this name is reserved for Membrane', dst);
+    }
     for (const f of moving) this.checkName(rebase(f.path, src, dst));
     if (d.kind === 'dir') {
       this.dirs.delete(dst);
@@ -500,6 +559,8 @@ export class SinkVolume implements FsOps {
   }
 
   async close(): Promise<void> {
+    // From here on nothing is committed: keys may be zeroed next (defect 6).
+    this.p.committer.close();
     for (const h of this.handles.values()) {
       if (h.kind !== 'source') continue;
       h.obj.closeHandle();

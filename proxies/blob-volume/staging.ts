@@ -2,9 +2,14 @@
  * Encrypted staging of one datasink file while the app writes it. Random-access
  * read/write/truncate over fixed-size blocks; blocks being worked on stay in
  * memory (write-back, bounded), every block that reaches the disk is sealed by a
- * BlockCipher under an ephemeral key. The file is unlinked right after it is
- * created, so it disappears with the process, crash or not; nothing of it
- * survives on disk by name.
+ * BlockCipher under an ephemeral key that dies with the process.
+ *
+ * The file keeps its name (0600, in the 0700 staging directory) until close(), so
+ * the shared descriptor pool (staging-fds.ts) can close an idle file's descriptor
+ * and reopen it (issue 12, defect 6: one descriptor per file exhausted EMFILE). A
+ * crash leaves only sealed noise under a dead key, removed at the next mount
+ * (volume.ts sweepStaging); blocks are authenticated, so a tampered file fails
+ * STAGING_AUTH rather than feeding the commit.
  *
  * Layout and offsets: blocks.ts. Per-block metadata (nonce counter and content
  * length of the sealed copy on disk) lives in memory only; a slot whose metadata
@@ -13,10 +18,15 @@
  * Not safe for concurrent use: the owner (SinkFile) serialises every call.
  */
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { blockContent, pieces, slotOffset } from './blocks.js';
 import type { BlockCipher } from './staging-cipher.js';
+import { FdPool } from './staging-fds.js';
+
+/** Stagings created without a pool share this one. */
+let defaultPool: FdPool | undefined;
 
 export interface StagingOptions {
   dir: string;
@@ -25,6 +35,8 @@ export interface StagingOptions {
   blockSize?: number;
   /** Blocks kept in memory (default 16); the least recently used dirty block is sealed to disk beyond that. */
   maxResidentBlocks?: number;
+  /** Descriptor pool (a sink shares one across its files). */
+  fds?: FdPool;
 }
 
 interface Sealed {
@@ -37,7 +49,9 @@ const BATCH_BLOCKS = 16;
 const MAX_IN_FLIGHT = 8;
 
 export class Staging {
-  private fh: FileHandle | undefined;
+  private closed = false;
+  private readonly file: { readonly path: string };
+  private readonly fds: FdPool;
   private readonly blockSize: number;
   private readonly maxResident: number;
   private readonly tag: number;
@@ -56,11 +70,13 @@ export class Staging {
   private _size = 0;
 
   private constructor(
-    fh: FileHandle,
+    path: string,
     private readonly cipher: BlockCipher,
     opts: StagingOptions,
+    fds: FdPool,
   ) {
-    this.fh = fh;
+    this.file = { path };
+    this.fds = fds;
     this.blockSize = opts.blockSize ?? 64 * 1024;
     this.maxResident = Math.max(2, opts.maxResidentBlocks ?? 16);
     this.tag = cipher.tagLength;
@@ -68,17 +84,11 @@ export class Staging {
 
   static async create(opts: StagingOptions): Promise<Staging> {
     const path = join(opts.dir, STAGING_PREFIX + randomBytes(12).toString('hex'));
-    const fh = await open(path, 'wx+', 0o600);
-    try {
-      await unlink(path);
-    } catch (e) {
-      // ENOENT: a sweep of the staging directory got there first, which is just as good.
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-        await fh.close().catch(() => {});
-        throw e;
-      }
-    }
-    return new Staging(fh, opts.cipher, opts);
+    if (!opts.fds && !defaultPool) defaultPool = new FdPool();
+    const fds = opts.fds ?? defaultPool!;
+    const s = new Staging(path, opts.cipher, opts, fds);
+    await fds.create(s.file);
+    return s;
   }
 
   get size(): number {
@@ -169,16 +179,18 @@ export class Staging {
     this.dirty.clear();
     this.sealed.clear();
     this.cipher.destroy();
-    const fh = this.fh;
-    this.fh = undefined;
-    await fh?.close();
+    if (this.closed) return;
+    this.closed = true;
+    await this.fds.forget(this.file);
+    await unlink(this.file.path).catch(() => {});
   }
 
   // ---- internals ----
 
-  private handle(): FileHandle {
-    if (!this.fh) throw new Error('staging file is closed');
-    return this.fh;
+  /** Runs one I/O call with this file's descriptor from the pool. */
+  private io<T>(fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('staging file is closed'));
+    return this.fds.use(this.file, fn);
   }
 
   /** A resident block, loaded from disk when `needContent` and it has a sealed copy. */
@@ -200,7 +212,7 @@ export class Staging {
     await this.inFlight.get(index);
     this.throwIfFailed();
     const slot = Buffer.allocUnsafe(this.tag + s.length);
-    await readFully(this.handle(), slot, slotOffset(index, this.blockSize, this.tag));
+    await this.io((fh) => readFully(fh, slot, slotOffset(index, this.blockSize, this.tag)));
     this.cipher.open(index, s.counter, slot, out);
   }
 
@@ -229,7 +241,7 @@ export class Staging {
       for (let k = i; k <= j; k++) await this.inFlight.get(k);
       this.throwIfFailed();
       const raw = Buffer.allocUnsafe((j - i) * stride + this.tag + this.sealed.get(j)!.length);
-      await readFully(this.handle(), raw, slotOffset(i, B, this.tag));
+      await this.io((fh) => readFully(fh, raw, slotOffset(i, B, this.tag)));
       const block = Buffer.alloc(B);
       for (let k = i; k <= j; k++) {
         const s = this.sealed.get(k)!;
@@ -262,7 +274,7 @@ export class Staging {
         await this.inFlight.get(index); // an older write of this slot must not land after this one
         while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight.values());
         this.throwIfFailed();
-        const w = writeFully(this.handle(), slot, slotOffset(index, this.blockSize, this.tag)).then(
+        const w = this.io((fh) => writeFully(fh, slot, slotOffset(index, this.blockSize, this.tag))).then(
           () => {
             if (this.inFlight.get(index) === w) this.inFlight.delete(index);
           },

@@ -13,7 +13,8 @@
  *                      tampered object is re-verified by the next open.
  */
 import { mkdir, readdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import Fuse from 'fuse-native';
 import { MembraneError } from '../../policy/errors.js';
 import { Committer } from './commit.js';
@@ -22,16 +23,18 @@ import { FrameCache } from './frame-cache.js';
 import { fuseHandlers } from './fuse-adapter.js';
 import { loadPinnedManifest, MANIFEST_NAME } from './manifest.js';
 import { isSweepable, metered } from './metered-store.js';
-import { mountPoints, prepareMountpoint } from './mountpoint.js';
+import { detach, mountPoints, prepareMountpoint } from './mountpoint.js';
 import { type CodecSpec, SourceObjects } from './objects.js';
 import { type ResolvedOptions, resolveOptions, type VolumeOptions } from './options.js';
 import { Reporter } from './report.js';
 import { keyringSealer, plainSealer, type Sealer } from './sealer.js';
+import { OpaqueSinkStore, SinkManifestWriter } from './sink-manifest.js';
 import { type ForeignReader, SinkVolume } from './sink-ops.js';
 import { SourceVolume } from './source-ops.js';
 import { SourceReader } from './source-reader.js';
 import { STAGING_PREFIX } from './staging.js';
 import { aeadBlockCipher, plainBlockCipher } from './staging-cipher.js';
+import { FdPool } from './staging-fds.js';
 import { Listing } from './tree.js';
 
 export interface MountedVolume {
@@ -44,11 +47,55 @@ export interface MountedVolume {
   unmount(): Promise<void>;
 }
 
-/** fuse-native without a way to pass arbitrary -o options: add ours. */
+/** fuse-native's native binding (already loaded by fuse-native; require() returns the cached module). */
+const fuseBinding = createRequire(import.meta.url)('node-gyp-build')(
+  dirname(createRequire(import.meta.url).resolve('fuse-native/package.json')),
+) as { fuse_native_unmount(mnt: string, thread: Buffer | null): void };
+
+/** How long one fusermount/umount may take before the unmount counts as failed. */
+const UNMOUNT_TIMEOUT_MS = 15_000;
+
+/**
+ * fuse-native, with our -o options and our unmount.
+ *
+ * fuse-native 2.2.6 unmounts with exec(`fusermount -uz "<path>"`): a shell, with the
+ * path in double quotes, so `$(...)` in a mount path ran as root (issue 12, defect 1).
+ * Ours runs fusermount (then umount -l) with an argument vector, never a shell, each
+ * with a timeout. And when both fail, fuse-native kept its loop handle referenced, so
+ * the process could never exit: we release it in every case and report the failure;
+ * a mount left behind becomes stale when this process exits (the kernel aborts the
+ * connection) and the next mount detaches it (mountpoint.ts).
+ */
 class MembraneFuse extends Fuse {
   protected override _fuseOptions(): string {
     const base = super._fuseOptions();
     return base ? `${base},big_writes` : '-obig_writes';
+  }
+
+  protected override _close(cb: (err: Error | null) => void): void {
+    const mnt = this.mnt;
+    const release = () => {
+      try {
+        fuseBinding.fuse_native_unmount(mnt, this._thread);
+      } catch {
+        // Nothing to release (never mounted).
+      }
+    };
+    detach(mnt, UNMOUNT_TIMEOUT_MS).then(
+      () => {
+        release();
+        cb(null);
+      },
+      async (e: unknown) => {
+        // Someone else detached it already (or it was never listed): that is fine.
+        const still = await mountPoints().then(
+          (m) => m.has(mnt),
+          () => true,
+        );
+        release();
+        cb(still ? (e as Error) : null);
+      },
+    );
   }
 }
 
@@ -56,6 +103,8 @@ class MembraneFuse extends Fuse {
 export interface AssembledVolume {
   ops: SourceVolume | SinkVolume;
   sink?: SinkVolume;
+  /** Sealed datasinks with provenance: this run's signed manifest (written after commits). */
+  manifest?: SinkManifestWriter;
   close(): Promise<void>;
 }
 
@@ -91,6 +140,8 @@ export async function mountVolume(options: VolumeOptions): Promise<MountedVolume
 
   const flush = async () => {
     const failed = (await parts.sink?.flushAll()) ?? [];
+    // What did commit gets its signed manifest even when something else failed.
+    await parts.manifest?.write();
     if (failed.length > 0) {
       throw new MembraneError(
         VolumeErrorCode.COMMIT_FAILED,
@@ -113,13 +164,19 @@ export async function mountVolume(options: VolumeOptions): Promise<MountedVolume
         });
         let unmountError: unknown;
         await new Promise<void>((res, rej) => fuse.unmount((e) => (e ? rej(e) : res()))).catch(
-          async (e: unknown) => {
-            // Detached by someone else already is fine; still mounted is not.
-            if ((await mountPoints()).has(fuse.mnt)) unmountError = e;
+          (e: unknown) => {
+            // MembraneFuse._close already checked the mount table: still mounted (or unknown).
+            unmountError = e;
           },
         );
+        // Releases during the unmount may have committed more: the manifest must list them.
+        let manifestError: unknown;
+        await parts.manifest?.write().catch((e: unknown) => {
+          manifestError = e;
+        });
         await parts.close();
         if (flushError) throw flushError;
+        if (manifestError) throw manifestError;
         if (unmountError) {
           throw new MembraneError(
             VolumeErrorCode.MOUNT_FAILED,
@@ -137,6 +194,8 @@ export async function mountVolume(options: VolumeOptions): Promise<MountedVolume
 }
 
 async function assembleSource(o: ResolvedOptions, report: Reporter): Promise<AssembledVolume> {
+  // A missing store or a file in its place would mount an empty datasource (defect 13).
+  await o.store.probe?.(true);
   const store = metered(o.store, o.metrics);
   const p = o.protection;
   const manifest = o.pinnedManifest ? await loadPinnedManifest(store, o.pinnedManifest, o.name) : undefined;
@@ -181,8 +240,23 @@ async function assembleSource(o: ResolvedOptions, report: Reporter): Promise<Ass
 }
 
 async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<AssembledVolume> {
-  const store = metered(o.store, o.metrics);
+  // A sink may create its store on first commit, but a file in its place fails every commit.
+  await o.store.probe?.(false);
   const p = o.protection;
+  // Sealed sinks with provenance: opaque store names and a signed manifest (defects 10, 12).
+  const opaque = o.provenance && p.mode !== 'open' ? new OpaqueSinkStore(o.store) : undefined;
+  const store = metered(opaque ?? o.store, o.metrics);
+  let manifest: SinkManifestWriter | undefined;
+  if (opaque && o.provenance && (p.mode === 'secure' || p.mode === 'trusted')) {
+    manifest = new SinkManifestWriter({
+      sink: o.name,
+      mode: p.mode,
+      keyring: p.mode === 'secure' ? p.keyring : p.recipient,
+      store: opaque,
+      provenance: o.provenance,
+    });
+    await manifest.prepare();
+  }
   // Leftovers of commits a crash interrupted: never visible as objects, removed here.
   if (isSweepable(o.store)) {
     const n = await o.store.sweep();
@@ -224,18 +298,21 @@ async function assembleSink(o: ResolvedOptions, report: Reporter): Promise<Assem
     listing,
     committer,
     report,
-    egress: o.egress,
+    outputRules: o.outputRules,
     stagingDir: o.stagingDir,
+    fds: new FdPool(o.stagingFds),
     cipher: p.mode === 'plaintext-passthrough' ? plainBlockCipher : aeadBlockCipher,
     foreign,
   });
   return {
     ops,
     sink: ops,
+    manifest,
     close: async () => {
       await ops.close();
       objects?.close();
       cache.clear();
+      opaque?.destroy();
     },
   };
 }

@@ -6,10 +6,14 @@
 export { aeadBackend } from './aead.js';
 export {
   CONTEXT_DATASOURCE,
+  CONTEXT_DIRECTION,
+  CONTEXT_HOST,
+  CONTEXT_METHOD,
   CONTEXT_PATH,
   contextFor,
   normalizeObjectPath,
   type ObjectBinding,
+  type RequestBinding,
 } from './binding.js';
 export { createDecryptStream, decryptIterable, openBuffer } from './decrypt-stream.js';
 export type { EncryptionContext } from './encryption-context.js';

@@ -20,8 +20,9 @@ The format is described in docs/spec-reference.md; examples are in docs/examples
 
 Options:
   -f, --file F   the spec (YAML 1.2 or JSON)
-  --json         machine-readable: {"ok":true,"file","spec"} with defaults filled in,
-                 or {"ok":false,"file","issues":[{"path","message","line"}]}
+  --json         machine-readable: {"ok":true,"file","spec","warnings"} with defaults filled
+                 in, or {"ok":false,"file","issues":[{"path","message","line"}],"warnings"}
+                 (warnings: deprecated field names that were accepted)
   -h, --help     this help
 
 Exit status: 0 when the spec is valid, 1 when it is not (every issue is listed as
@@ -52,11 +53,19 @@ export async function main(argv: string[]): Promise<number> {
   }
   const v = validateSpec(text, file);
   if (values.json) {
+    const { warnings } = v;
     console.log(
-      JSON.stringify(v.ok ? { ok: true, file, spec: v.spec } : { ok: false, file, issues: v.issues }),
+      JSON.stringify(
+        v.ok ? { ok: true, file, spec: v.spec, warnings } : { ok: false, file, issues: v.issues, warnings },
+      ),
     );
     return v.ok ? 0 : 1;
   }
+  // Deprecated spellings still work; say so on stderr so that stdout stays the summary.
+  for (const w of v.warnings)
+    console.error(
+      `${file}: warning: ${w.path}: ${w.message}${w.line !== undefined ? ` [line ${w.line}]` : ''}`,
+    );
   if (!v.ok) {
     const n = v.issues.length;
     console.error(

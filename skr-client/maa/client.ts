@@ -54,7 +54,7 @@ export interface RuntimeKey {
   /** Stays in this process; never exported or serialised (non-enumerable). */
   privateKey: KeyObject;
   publicJwk: JsonWebKey & { kid: string };
-  /** The exact JSON bytes sent as runtime data: `{"keys":[publicJwk]}`. */
+  /** The exact JSON bytes sent as runtime data: `{"keys":[publicJwk], ...claims}`. */
   runtimeData: Buffer;
   /** 64 bytes: SHA-256(runtimeData) || 32 zero bytes. */
   reportData: Buffer;
@@ -67,7 +67,14 @@ const generateRsa = promisify(generateKeyPair);
  * (kid = RFC 7638 thumbprint, key_ops ["encrypt"]: Key Vault looks for an encryption key
  * in `x-ms-runtime.keys`), the private half unwraps what Key Vault releases.
  */
-export async function createRuntimeKey(): Promise<RuntimeKey> {
+export async function createRuntimeKey(
+  /**
+   * Further runtime-data members next to `keys` (e.g. `membrane-run-key`: the thumbprint of the
+   * run's manifest-signing key), surfaced by MAA in `x-ms-runtime` and so bound by the report.
+   */
+  claims: Readonly<Record<string, string>> = {},
+): Promise<RuntimeKey> {
+  if ('keys' in claims) throw new MembraneError('USAGE', 'runtime-data claim "keys" is reserved');
   const { publicKey, privateKey } = await generateRsa('rsa', {
     modulusLength: 2048,
     publicExponent: 0x10001,
@@ -76,7 +83,7 @@ export async function createRuntimeKey(): Promise<RuntimeKey> {
   if (!n || !e) throw new MembraneError('KEYGEN_FAILED', 'RSA public key export lacks n/e');
   const kid = await calculateJwkThumbprint({ kty: 'RSA', n, e }, 'sha256');
   const publicJwk = { kty: 'RSA', n, e, key_ops: ['encrypt'], kid };
-  const runtimeData = Buffer.from(JSON.stringify({ keys: [publicJwk] }), 'utf8');
+  const runtimeData = Buffer.from(JSON.stringify({ keys: [publicJwk], ...claims }), 'utf8');
   const reportData = Buffer.alloc(REPORT_DATA_SIZE);
   createHash('sha256').update(runtimeData).digest().copy(reportData, 0);
   // privateKey is non-enumerable: spreading, JSON.stringify or structured cloning of the
@@ -187,7 +194,15 @@ function keyFromJwk(jwk: Jwk, where: string): KeyObject {
  */
 export async function verifyMaaToken(
   token: string,
-  opts: { endpoint: string; ca?: string | string[] },
+  opts: {
+    endpoint: string;
+    ca?: string | string[];
+    /**
+     * Judge exp/nbf at this instant instead of now: provenance checks of an archived token ask
+     * whether it was valid when it was issued, not whether it still is (tokens live 8 hours).
+     */
+    currentDate?: Date;
+  },
 ): Promise<Record<string, unknown>> {
   const base = normaliseEndpoint(opts.endpoint);
   let header: ReturnType<typeof decodeProtectedHeader>;
@@ -251,6 +266,7 @@ export async function verifyMaaToken(
       const { payload } = await jwtVerify(token, key, {
         algorithms: ['RS256'],
         clockTolerance: CLOCK_TOLERANCE_S,
+        currentDate: opts.currentDate,
         requiredClaims: ['exp', 'iss'],
       });
       const iss = String(payload.iss).replace(/\/+$/, '');

@@ -6,7 +6,7 @@
  * manifest mismatches detected while mounted (EIO + audit), other files still
  * served. Datasinks written by cp, dd, tar and python and read back with
  * `membrane unprotect`; trusted sinks readable only with the recipient's key;
- * open sinks enforcing egress rules. And a process SIGKILLed while a sink is
+ * open sinks enforcing output rules. And a process SIGKILLed while a sink is
  * being written leaves only complete objects, and its stale mount is cleaned by
  * the next mount.
  *
@@ -405,8 +405,15 @@ test(
     const py = `import os\nf=open('open-unlinked.txt','w')\nf.write('x'*100000)\nf.flush()\nos.unlink('open-unlinked.txt')\nf.write('y')\nf.close()\nprint(sorted(os.listdir('.')))`;
     const listing = ok(await sh(`python3 -c ${q(py)}`, m), 'python unlink-while-open');
     assert.doesNotMatch(listing, /fuse_hidden|open-unlinked/);
-    assert.deepEqual(await readdir(join(base, 'staging')), [], 'staging files never have a name');
+    // Staging files keep a name while the mount lives (the descriptor pool reopens them), sealed.
+    for (const n of await readdir(join(base, 'staging')))
+      assert.equal(
+        (await readFile(join(base, 'staging', n))).indexOf('spaces are fine'),
+        -1,
+        `${n} is sealed`,
+      );
     await v.unmount();
+    assert.deepEqual(await readdir(join(base, 'staging')), [], 'staging files are removed at unmount');
     const stored = (await walk(sstore)).map((f) => relative(sstore, f)).sort();
     assert.ok(!stored.some((p) => /fuse_hidden|gone\.txt|note\.txt|open-unlinked/.test(p)), stored.join(','));
     for (const f of stored)
@@ -485,7 +492,7 @@ test('trusted datasink: only the recipient private key opens what was written', 
 });
 
 test(
-  'open datasink: plaintext out under egress rules; violations are EACCES/EFBIG and audited',
+  'open datasink: plaintext out under output rules; violations are EACCES/EFBIG and audited',
   T,
   async () => {
     const ostore = join(base, 'open-store');
@@ -493,7 +500,7 @@ test(
       {
         name: 'public',
         kind: 'datasink',
-        protection: { mode: 'open', egress: { allow: ['*.csv'], maxObjectBytes: 100_000 } },
+        protection: { mode: 'open', outputRules: { allow: ['*.csv'], maxObjectBytes: 100_000 } },
       },
       ostore,
       'open',
@@ -518,7 +525,7 @@ test(
     assert.ok(bigSize <= 100_000, `what was committed respects the limit (${bigSize})`);
     assert.deepEqual((await readdir(ostore)).sort(), ['big.csv', 'ok.csv']);
     const denied = events.filter(
-      (e) => e.type === 'egress.denied' && (e.details as { volume: string }).volume === 'public',
+      (e) => e.type === 'output.denied' && (e.details as { volume: string }).volume === 'public',
     );
     assert.ok(
       denied.some((e) => e.subject === 'secret.txt' && (e.details as { rule: string }).rule === 'name'),

@@ -144,9 +144,11 @@ async function mountedUnder(dir: string): Promise<string[]> {
     .filter((m) => m.startsWith(dir));
 }
 
-test('happy path: the app reads plaintext, writes a sealed result, and its exit code is ours', async () => {
+test('happy path and defect 12.10: the app reads plaintext, its sealed outputs verify against the attestation, a forged report is refused', async () => {
   const file = await writeSpec('happy');
-  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && test -f "${join(work, 'happy', 'status', 'data.volume.ready')}" && exit 7`;
+  const status = join(work, 'happy', 'status');
+  // Both readiness markers: <name>.<kind>.ready and, for one more release, <name>.volume.ready.
+  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && test -f "${join(status, 'data.blob-volume.ready')}" && test -f "${join(status, 'data.volume.ready')}" && exit 7`;
   const res = await run(process.execPath, [
     bin,
     'up',
@@ -164,19 +166,81 @@ test('happy path: the app reads plaintext, writes a sealed result, and its exit 
     (e: { code: number; stderr: string }) => e,
   );
   assert.equal(res.code, 7, `exit code of the app is membrane's (${res.stderr})`);
-  // The output left only sealed to the consumer.
-  const stored = await readFile(join(work, 'happy', 'out-store', 'copy.csv'));
-  assert.notDeepEqual(stored.subarray(0, csv.length), csv);
-  const opened = await openBuffer(stored, {
-    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
-    expect: { datasource: 'out', path: 'copy.csv' },
+  // The output left only sealed to the consumer, under opaque names (defect 12.12).
+  const outStore = join(work, 'happy', 'out-store');
+  const names = await readdir(outStore);
+  for (const n of names) assert.match(n, /^([0-9a-f]{64}|membrane-sink-manifest\.\d{12}\.json)$/);
+  for (const stored of names.filter((n) => n.length === 64).map((n) => readFile(join(outStore, n))))
+    assert.notDeepEqual((await stored).subarray(0, csv.length), csv);
+  // The consumer verifies the run's signed manifest against its attestation (defect 12.10).
+  await writeFile(join(work, 'consumer.pem'), consumer.privateKey.export({ type: 'pkcs8', format: 'pem' }), {
+    mode: 0o600,
   });
-  assert.deepEqual(opened, csv);
-  const count = await openBuffer(await readFile(join(work, 'happy', 'out-store', 'count.txt')), {
-    keyring: rsaKeyring({ privateKey: consumer.privateKey }),
-    expect: { datasource: 'out', path: 'count.txt' },
-  });
-  assert.equal(count.toString().trim(), '4');
+  const unprotect = (...extra: string[]) =>
+    run(process.execPath, [
+      bin,
+      'unprotect',
+      '--in',
+      outStore,
+      '--out',
+      join(work, 'happy', `plain-${randomBytes(4).toString('hex')}`),
+      '--datasource',
+      'out',
+      '--private-key',
+      join(work, 'consumer.pem'),
+      '--maa',
+      emu.maaUrl,
+      '--ca',
+      emu.caFile,
+      '--expect-claim',
+      `x-ms-sevsnpvm-hostdata=${hostData}`,
+      '--json',
+      ...extra,
+    ]).then(
+      (r) => ({
+        code: 0,
+        out: JSON.parse(r.stdout) as { out: string; objects: { path: string; error?: { code: string } }[] },
+        stderr: r.stderr,
+      }),
+      (e: { code: number; stdout: string; stderr: string }) => ({
+        code: e.code,
+        out: (e.stdout.trim() ? JSON.parse(e.stdout) : { out: '', objects: [] }) as {
+          out: string;
+          objects: { path: string; error?: { code: string } }[];
+        },
+        stderr: e.stderr,
+      }),
+    );
+  const ok = await unprotect('--run', '1');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.deepEqual(await readFile(join(ok.out.out, 'copy.csv')), csv);
+  assert.equal((await readFile(join(ok.out.out, 'count.txt'), 'utf8')).trim(), '4');
+  const wrongClaim = await unprotect('--expect-claim', `x-ms-sevsnpvm-hostdata=${'0'.repeat(64)}`);
+  assert.equal(wrongClaim.code, 1);
+  assert.match(wrongClaim.stderr, /PROVENANCE_CLAIM/);
+  // The forgery of issue 12: the storage operator seals a "report" to the consumer's public key.
+  const forgedIn = join(work, 'happy', 'forged-in');
+  await mkdir(forgedIn, { recursive: true });
+  await writeFile(join(forgedIn, 'copy.csv'), 'id,amount\n1,999999\n');
+  await run(process.execPath, [
+    bin,
+    'protect',
+    '--in',
+    forgedIn,
+    '--out',
+    join(work, 'happy', 'forged-out'),
+    '--datasource',
+    'out',
+    '--recipient',
+    join(work, 'consumer.pub.pem'),
+  ]);
+  await writeFile(join(outStore, 'copy.csv'), await readFile(join(work, 'happy', 'forged-out', 'copy.csv')));
+  const forged = await unprotect();
+  assert.equal(forged.code, 1);
+  assert.deepEqual(
+    forged.out.objects.filter((o) => o.error).map((o) => [o.path, o.error!.code]),
+    [['copy.csv', 'PROVENANCE_FORGED']],
+  );
   // Torn down: nothing mounted, markers gone, the audit trail complete and intact.
   assert.deepEqual(await mountedUnder(join(work, 'happy')), []);
   assert.deepEqual(await readdir(join(work, 'happy', 'status')), []);
@@ -184,14 +248,33 @@ test('happy path: the app reads plaintext, writes a sealed result, and its exit 
   for (const t of [
     'cleanroom.starting',
     'keys.released',
-    'volume.mounted',
+    'provenance.run_key',
+    'proxy.started',
     'cleanroom.ready',
     'application.exited',
-    'volume.unmounted',
+    'proxy.stopped',
     'cleanroom.stopped',
   ]) {
     assert.ok(types.includes(t), `audit has ${t}`);
   }
+  // Kind-neutral lifecycle events: started in spec order, stopped in reverse, each naming kind, mode, endpoint.
+  const records = (await readFile(join(work, 'happy', 'audit.log'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; subject?: string; details?: Record<string, unknown> });
+  const lifecycle = records
+    .filter((r) => r.type.startsWith('proxy.'))
+    .map((r) => `${r.type} ${r.subject} ${r.details?.kind} ${r.details?.mode}`);
+  assert.deepEqual(lifecycle, [
+    'proxy.started data blob-volume secure',
+    'proxy.started out blob-volume trusted',
+    'proxy.stopped out blob-volume trusted',
+    'proxy.stopped data blob-volume secure',
+  ]);
+  assert.deepEqual(records.find((r) => r.type === 'proxy.started')?.details?.endpoint, {
+    type: 'mount',
+    path: join(work, 'happy', 'mnt', 'data'),
+  });
   await run(process.execPath, [bin, 'audit', 'verify', '--file', join(work, 'happy', 'audit.log')]);
 });
 
@@ -223,6 +306,47 @@ test('fail closed: an invalid spec is refused before anything happens, naming th
   assert.ok(!existsSync(join(work, 'invalid', 'audit.log')), 'nothing started');
 });
 
+test('the deprecated protection.egress still works: up warns, the open sink applies it as output rules', async () => {
+  await mkdir(join(work, 'legacy'), { recursive: true });
+  const f = join(work, 'legacy', 'cleanroom.yaml');
+  const w = (...p: string[]) => join(work, 'legacy', ...p);
+  const openSink = `  - name: public
+    store: { type: fs, path: ${w('public-store')} }
+    protection: { mode: open, egress: { allow: ['*.csv'] } }
+    mount: ${w('mnt', 'public')}
+runtime:`;
+  await writeFile(
+    f,
+    spec('legacy').replace('runtime:', openSink) +
+      'application:\n  env: { MEMBRANE_TEST_FROM_SPEC: "yes" }\n',
+  );
+  const app = `test "$MEMBRANE_TEST_FROM_SPEC" = yes && echo a,b > "$1/ok.csv" && ! echo x > "$1/no.bin"`;
+  const res = await run(process.execPath, [
+    bin,
+    'up',
+    '-f',
+    f,
+    '--',
+    'sh',
+    '-c',
+    app,
+    'app',
+    w('mnt', 'public'),
+  ]).then(
+    (r) => ({ code: 0, stderr: r.stderr }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(
+    res.stderr,
+    /WARNING: .*datasinks\[1\]\.protection\.egress: deprecated: renamed to outputRules/,
+  );
+  assert.equal(await readFile(w('public-store', 'ok.csv'), 'utf8'), 'a,b\n');
+  assert.ok(!existsSync(w('public-store', 'no.bin')));
+  const types = await auditTypes('legacy');
+  assert.ok(types.includes('output.denied'));
+});
+
 test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts and exits 0', async () => {
   const file = await writeSpec('serve');
   const child: ChildProcess = spawn(process.execPath, [bin, 'up', '-f', file], {
@@ -247,7 +371,12 @@ test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts a
   });
   const ready = await fetch(`http://127.0.0.1:${port}/ready`);
   assert.equal(ready.status, 200);
-  assert.deepEqual(((await ready.json()) as { volumes: string[] }).volumes.sort(), ['data', 'out']);
+  const body = (await ready.json()) as { volumes: string[]; proxies: Array<{ name: string; kind: string }> };
+  assert.deepEqual(body.volumes.sort(), ['data', 'out']);
+  assert.deepEqual(
+    body.proxies.map((p) => `${p.name} ${p.kind}`),
+    ['data blob-volume', 'out blob-volume'],
+  );
   // The app (here: a shell in another process) sees plaintext while the room runs.
   const { stdout } = await run('cat', [join(work, 'serve', 'mnt', 'data', 'ledger.csv')]);
   assert.equal(stdout, csv.toString());
@@ -259,7 +388,10 @@ test('serving without a command: ready on GET /ready, SIGTERM drains, unmounts a
   });
   assert.equal(code, 0);
   assert.deepEqual(await mountedUnder(join(work, 'serve')), []);
-  const late = await openBuffer(await readFile(join(work, 'serve', 'out-store', 'late.txt')), {
+  // One object under an opaque name, next to this run's signed manifest.
+  const stored = (await readdir(join(work, 'serve', 'out-store'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  assert.equal(stored.length, 1);
+  const late = await openBuffer(await readFile(join(work, 'serve', 'out-store', stored[0]!)), {
     keyring: rsaKeyring({ privateKey: consumer.privateKey }),
     expect: { datasource: 'out', path: 'late.txt' },
   });
@@ -295,10 +427,17 @@ test('SIGKILL of the runtime mid-write never leaves a corrupt object in the sink
   const objects = (await readdir(store)).filter((n) => !n.startsWith('.membrane-tmp-'));
   assert.ok(objects.length >= 2);
   for (const name of objects) {
-    const plain = await openBuffer(await readFile(join(store, name)), {
-      keyring: rsaKeyring({ privateKey: consumer.privateKey }),
-      expect: { datasource: 'out', path: name },
-    });
-    assert.equal(plain.length, 4 * 1024 * 1024, `${name} is a whole file`);
+    // Opaque store names (defect 12.12): the object is bound to one of the app's three names.
+    const bytes = await readFile(join(store, name));
+    const opened = await Promise.all(
+      ['f0.bin', 'f1.bin', 'f2.bin'].map((path) =>
+        openBuffer(bytes, {
+          keyring: rsaKeyring({ privateKey: consumer.privateKey }),
+          expect: { datasource: 'out', path },
+        }).catch(() => undefined),
+      ),
+    );
+    const plain = opened.find((p) => p !== undefined);
+    assert.equal(plain?.length, 4 * 1024 * 1024, `${name} is a whole, authentic file`);
   }
 });

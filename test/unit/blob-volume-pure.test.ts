@@ -1,5 +1,5 @@
 /**
- * The pure modules of the blob volume, table-driven: egress globs and limits,
+ * The pure modules of the blob volume, table-driven: output-rule globs and limits,
  * errno mapping, staging block arithmetic, read-ahead decisions, the frame
  * cache's LRU-by-bytes accounting, path helpers.
  */
@@ -8,14 +8,14 @@ import { constants } from 'node:os';
 import { test } from 'node:test';
 import { MembraneError } from '../../policy/errors.js';
 import { blockContent, blockCount, pieces, slotOffset } from '../../proxies/blob-volume/blocks.js';
-import { compileGlob, EgressPolicy } from '../../proxies/blob-volume/egress.js';
 import { errnoOf, isIntegrityError, VolumeErrorCode } from '../../proxies/blob-volume/errno.js';
 import { FrameCache } from '../../proxies/blob-volume/frame-cache.js';
 import { unescapeMountPath } from '../../proxies/blob-volume/mountpoint.js';
+import { compileGlob, OutputRulesPolicy } from '../../proxies/blob-volume/output-rules.js';
 import { ancestors, objectPath, rebase } from '../../proxies/blob-volume/paths.js';
 import { ReadAhead } from '../../proxies/blob-volume/read-ahead.js';
 
-test('egress globs match whole object paths', () => {
+test('output-rule globs match whole object paths', () => {
   const table: [string, string, boolean][] = [
     ['*.csv', 'a.csv', true],
     ['*.csv', 'dir/a.csv', false],
@@ -47,7 +47,7 @@ test('egress globs match whole object paths', () => {
   }
 });
 
-test('malformed egress patterns are refused with VOLUME_OPTIONS', () => {
+test('malformed output-rule patterns are refused with VOLUME_OPTIONS', () => {
   for (const bad of ['', '/abs/*.csv', 'a[bc', '{a,b', '{a,{b}}']) {
     assert.throws(
       () => compileGlob(bad),
@@ -57,16 +57,16 @@ test('malformed egress patterns are refused with VOLUME_OPTIONS', () => {
   }
 });
 
-test('egress policy: names and sizes', () => {
-  const open = new EgressPolicy({});
+test('output rules: names and sizes', () => {
+  const open = new OutputRulesPolicy({});
   assert.ok(open.allowsName('anything/at/all'));
   assert.ok(open.allowsSize(Number.MAX_SAFE_INTEGER));
-  const none = new EgressPolicy({ allow: [] });
+  const none = new OutputRulesPolicy({ allow: [] });
   assert.ok(!none.allowsName('a.csv'));
-  const p = new EgressPolicy({ allow: ['*.csv', 'logs/**'], maxObjectBytes: 100 });
+  const p = new OutputRulesPolicy({ allow: ['*.csv', 'logs/**'], maxObjectBytes: 100 });
   assert.ok(p.allowsName('x.csv') && p.allowsName('logs/a/b') && !p.allowsName('x.txt'));
   assert.ok(p.allowsSize(100) && !p.allowsSize(101) && p.allowsSize(0));
-  assert.throws(() => new EgressPolicy({ maxObjectBytes: -1 }), /maxObjectBytes/);
+  assert.throws(() => new OutputRulesPolicy({ maxObjectBytes: -1 }), /maxObjectBytes/);
 });
 
 test('errno mapping: integrity is EIO, policy is EACCES/EFBIG/EROFS, unknown is EIO', () => {
@@ -89,8 +89,8 @@ test('errno mapping: integrity is EIO, policy is EACCES/EFBIG/EROFS, unknown is 
     [new MembraneError(VolumeErrorCode.READ_ONLY, 'x'), -E.EROFS],
     [new MembraneError(VolumeErrorCode.WRITE_ONCE, 'x'), -E.EACCES],
     [new MembraneError(VolumeErrorCode.UNREADABLE, 'x'), -E.EACCES],
-    [new MembraneError(VolumeErrorCode.EGRESS_NAME, 'x'), -E.EACCES],
-    [new MembraneError(VolumeErrorCode.EGRESS_SIZE, 'x'), -E.EFBIG],
+    [new MembraneError(VolumeErrorCode.OUTPUT_NAME, 'x'), -E.EACCES],
+    [new MembraneError(VolumeErrorCode.OUTPUT_SIZE, 'x'), -E.EFBIG],
     [new MembraneError(VolumeErrorCode.NOT_FOUND, 'x'), -E.ENOENT],
     [new MembraneError(VolumeErrorCode.EXISTS, 'x'), -E.EEXIST],
     [new MembraneError(VolumeErrorCode.NOT_DIR, 'x'), -E.ENOTDIR],

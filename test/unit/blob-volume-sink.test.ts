@@ -3,7 +3,7 @@
  * commits are one object per file, sealed and bound to {sink, path}; write-once
  * for objects this mount did not write; renames re-seal under the new name and
  * delete the old object; trusted mode seals to the recipient only; open mode
- * enforces egress names and sizes with audit events; failed commits surface.
+ * enforces output-rule names and sizes with audit events; failed commits surface.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -206,19 +206,19 @@ test('trusted: sealed to the recipient only; the sink cannot read objects it did
   await s.close();
 });
 
-test('open mode: plaintext out, egress names and sizes enforced with audit events', async () => {
-  const s = await sink({ mode: 'open', egress: { allow: ['*.csv', 'logs/**'], maxObjectBytes: 10 } });
+test('open mode: plaintext out, output-rule names and sizes enforced with audit events', async () => {
+  const s = await sink({ mode: 'open', outputRules: { allow: ['*.csv', 'logs/**'], maxObjectBytes: 10 } });
   await s.write('ok.csv', '1234567890');
   assert.equal(s.store.objects.get('ok.csv')!.data.toString(), '1234567890', 'stored as plaintext');
-  await assert.rejects(s.ops.create('secret.bin', 0o644), code('EGRESS_DENIED'));
+  await assert.rejects(s.ops.create('secret.bin', 0o644), code('OUTPUT_DENIED'));
   await s.write('a.csv', 'x');
-  await assert.rejects(s.ops.rename('a.csv', 'a.bin'), code('EGRESS_DENIED'));
+  await assert.rejects(s.ops.rename('a.csv', 'a.bin'), code('OUTPUT_DENIED'));
   const fh = await s.ops.open('a.csv', O_RDWR);
-  await assert.rejects(s.ops.write('a.csv', fh, Buffer.alloc(5), 5, 6), code('EGRESS_TOO_LARGE'));
-  await assert.rejects(s.ops.ftruncate('a.csv', fh, 11), code('EGRESS_TOO_LARGE'));
+  await assert.rejects(s.ops.write('a.csv', fh, Buffer.alloc(5), 5, 6), code('OUTPUT_TOO_LARGE'));
+  await assert.rejects(s.ops.ftruncate('a.csv', fh, 11), code('OUTPUT_TOO_LARGE'));
   await s.ops.release('a.csv', fh);
-  await assert.rejects(s.ops.truncate('a.csv', 100), code('EGRESS_TOO_LARGE'));
-  const denied = s.rec.events.filter((e) => e.type === 'egress.denied');
+  await assert.rejects(s.ops.truncate('a.csv', 100), code('OUTPUT_TOO_LARGE'));
+  const denied = s.rec.events.filter((e) => e.type === 'output.denied');
   assert.deepEqual(
     denied.map((e) => [e.subject, (e.details as { rule: string }).rule]),
     [

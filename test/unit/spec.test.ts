@@ -105,7 +105,7 @@ function base(): Json {
           container: 'pub',
           sasFile: 'sas.txt',
         },
-        protection: { mode: 'open', egress: { allow: ['summary/*.csv'], maxObjectBytes: 1048576 } },
+        protection: { mode: 'open', outputRules: { allow: ['summary/*.csv'], maxObjectBytes: 1048576 } },
         mount: '/mnt/remote/public',
       },
     ],
@@ -132,9 +132,32 @@ test('the full example is valid and keeps its values', () => {
   const r = validateSpec(JSON.stringify(base()), 'base.json');
   assert.deepEqual(r.issues, []);
   assert.ok(r.ok);
-  assert.equal(r.spec.datasinks[2]!.protection.egress?.maxObjectBytes, 1048576);
+  assert.equal(r.spec.datasinks[2]!.protection.outputRules?.maxObjectBytes, 1048576);
   assert.equal(r.spec.runtime.healthPort, 0);
   assert.equal(r.spec.telemetry?.serviceName, 'membrane');
+});
+
+test('the deprecated field egress is read as outputRules, with a warning naming where', () => {
+  const s = base();
+  const p = any(s.datasinks)[2].protection;
+  p.egress = p.outputRules;
+  delete p.outputRules;
+  const text = JSON.stringify(s, null, 1);
+  const r = validateSpec(text);
+  assert.ok(r.ok, JSON.stringify(r.issues));
+  assert.deepEqual(r.spec.datasinks[2]!.protection.outputRules, {
+    allow: ['summary/*.csv'],
+    maxObjectBytes: 1048576,
+  });
+  assert.equal(r.warnings.length, 1);
+  assert.equal(r.warnings[0]!.path, 'datasinks[2].protection.egress');
+  assert.match(r.warnings[0]!.message, /deprecated: renamed to outputRules/);
+  assert.equal(typeof r.warnings[0]!.line, 'number');
+  const seen: string[] = [];
+  parseSpec(text, 'x.json', { onWarning: (w) => seen.push(w.path) });
+  assert.deepEqual(seen, ['datasinks[2].protection.egress']);
+  // The current spelling warns about nothing.
+  assert.deepEqual(validateSpec(JSON.stringify(base())).warnings, []);
 });
 
 test('a minimal spec gets defaults', () => {
@@ -425,7 +448,7 @@ const invalid: Array<[string, (s: Json) => void, string, RegExp]> = [
   [
     'datasource in open mode',
     (s) => {
-      any(s.datasources)[1].protection = { mode: 'open', egress: { allow: ['*'] } };
+      any(s.datasources)[1].protection = { mode: 'open', outputRules: { allow: ['*'] } };
     },
     'datasources[1].protection.mode',
     /expected "secure" for a datasource/,
@@ -471,28 +494,36 @@ const invalid: Array<[string, (s: Json) => void, string, RegExp]> = [
     /expected absent with mode "open"/,
   ],
   [
-    'open sink without egress allow-list',
+    'open sink without an output-rules allow-list',
     (s) => {
-      any(s.datasinks)[2].protection.egress = { maxObjectBytes: 10 };
+      any(s.datasinks)[2].protection.outputRules = { maxObjectBytes: 10 };
     },
-    'datasinks[2].protection.egress.allow',
+    'datasinks[2].protection.outputRules.allow',
     /expected a list of object-name patterns for mode "open"/,
   ],
   [
-    'egress pattern escapes',
+    'output-rule pattern escapes',
     (s) => {
-      any(s.datasinks)[2].protection.egress.allow = ['../etc/*'];
+      any(s.datasinks)[2].protection.outputRules.allow = ['../etc/*'];
     },
-    'datasinks[2].protection.egress.allow[0]',
+    'datasinks[2].protection.outputRules.allow[0]',
     /expected a relative object-name pattern/,
   ],
   [
-    'egress max size not a positive integer',
+    'output-rule max size not a positive integer',
     (s) => {
-      any(s.datasinks)[2].protection.egress.maxObjectBytes = 1.5;
+      any(s.datasinks)[2].protection.outputRules.maxObjectBytes = 1.5;
     },
-    'datasinks[2].protection.egress.maxObjectBytes',
+    'datasinks[2].protection.outputRules.maxObjectBytes',
     /expected an integer/,
+  ],
+  [
+    'open sink with both outputRules and its deprecated name egress',
+    (s) => {
+      any(s.datasinks)[2].protection.egress = { allow: ['*'] };
+    },
+    'datasinks[2].protection.egress',
+    /expected only outputRules \(egress is its deprecated name\), got both/,
   ],
   [
     'pinned manifest on a sink',
@@ -516,7 +547,7 @@ const invalid: Array<[string, (s: Json) => void, string, RegExp]> = [
       any(s.datasinks)[0].protection.recipient = 'r.pem';
     },
     'datasinks[0].protection.recipient',
-    /unknown field; expected one of: mode, key, recipientPublicKey, egress, pinnedManifestDigest/,
+    /unknown field; expected one of: mode, key, recipientPublicKey, outputRules, pinnedManifestDigest/,
   ],
   [
     'relative mount',
@@ -900,6 +931,16 @@ test('membrane spec validate: exit 0 with a summary, exit 1 listing every issue'
       JSON.parse(j.stdout).issues.map((i: { path: string }) => i.path),
       ['attestation.allowInsecureVirtual', 'attestation.virtualPolicyFile', 'datasink'],
     );
+    // The deprecated `egress` is accepted with a warning on stderr.
+    const old = join(dir, 'old.json');
+    const s = base();
+    const p = any(s.datasinks)[2].protection;
+    p.egress = p.outputRules;
+    delete p.outputRules;
+    writeFileSync(old, JSON.stringify(s));
+    const w = spawnSync(process.execPath, [bin, 'spec', 'validate', '-f', old], { encoding: 'utf8' });
+    assert.equal(w.status, 0, w.stderr);
+    assert.match(w.stderr, /warning: datasinks\[2\]\.protection\.egress: deprecated: renamed to outputRules/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { TelemetrySpec } from '../../policy/spec.js';
-import { METRIC_NAMES, noopMetrics, startTelemetry } from '../../runtime/telemetry.js';
+import { VOLUME_METRIC_NAMES as METRIC_NAMES, volumeMetrics } from '../../proxies/blob-volume/instruments.js';
+import { noopMeter, startTelemetry } from '../../runtime/telemetry.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'membrane-telemetry-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -23,14 +24,14 @@ test('off by default: spans just run, metrics are no-ops, nothing is written', a
   for (const cfg of [undefined, { ...fileCfg(join(dir, 'off.jsonl')), enabled: false }]) {
     const t = await startTelemetry(cfg);
     assert.equal(t.enabled, false);
-    assert.equal(t.metrics, noopMetrics);
-    assert.equal(t.metricsFor('v'), noopMetrics);
+    assert.equal(t.meter(), noopMeter);
+    assert.equal(t.meter({ 'membrane.proxy': 'v' }), noopMeter);
     assert.equal(await t.span('x', async () => 42), 42);
     await assert.rejects(
       t.span('y', () => Promise.reject(new Error('boom'))),
       /boom/,
     );
-    t.metrics.bytesDecrypted(10);
+    volumeMetrics(t.meter(), 'v').bytesDecrypted(10);
     await t.shutdown();
   }
   assert.equal(existsSync(join(dir, 'off.jsonl')), false);
@@ -62,7 +63,8 @@ test('file exporter: finished spans and metric points land in the file as JSON l
   );
   assert.equal(result, 'done');
 
-  const m = t.metricsFor('ledger-a');
+  // As the runtime wires a proxy: a meter tagged with the proxy, the volume's instruments over it.
+  const m = volumeMetrics(t.meter({ 'membrane.proxy': 'ledger-a' }), 'ledger-a');
   m.bytesDecrypted(4096);
   m.bytesDecrypted(1000);
   m.framesDecrypted(2);
@@ -73,7 +75,7 @@ test('file exporter: finished spans and metric points land in the file as JSON l
   m.storeRequest(3.5);
   m.storeRequest(120);
   m.bytesDecrypted(Number.NaN); // ignored, not thrown
-  t.metrics.bytesEncrypted(777);
+  volumeMetrics(t.meter({ 'membrane.proxy': 'out' }), 'out').bytesEncrypted(777);
   await t.shutdown();
   await t.shutdown(); // idempotent
 
@@ -114,7 +116,9 @@ test('file exporter: finished spans and metric points land in the file as JSON l
   assert.equal(metric(METRIC_NAMES.cacheHits, 'ledger-a')?.value, 2);
   assert.equal(metric(METRIC_NAMES.cacheMisses, 'ledger-a')?.value, 1);
   assert.equal(metric(METRIC_NAMES.authFailures, 'ledger-a')?.value, 1);
-  assert.equal(metric(METRIC_NAMES.bytesEncrypted)?.value, 777);
+  assert.equal(metric(METRIC_NAMES.bytesEncrypted, 'out')?.value, 777);
+  const tagged = metric(METRIC_NAMES.bytesDecrypted, 'ledger-a')?.attributes as Record<string, unknown>;
+  assert.equal(tagged['membrane.proxy'], 'ledger-a', 'the runtime tags every point with its proxy');
   const h = metric(METRIC_NAMES.storeRequestDuration, 'ledger-a')!;
   assert.equal(h.type, 'histogram');
   const hv = h.value as {
@@ -158,7 +162,7 @@ test('OTLP exporter: spans and metrics are POSTed to the collector', async () =>
       exportIntervalMs: 600_000,
     });
     await t.span('mount ledger-a', async () => {});
-    t.metricsFor('ledger-a').framesDecrypted(3);
+    volumeMetrics(t.meter({ 'membrane.proxy': 'ledger-a' }), 'ledger-a').framesDecrypted(3);
     await t.shutdown();
 
     const traces = posts.filter((p) => p.url === '/v1/traces');

@@ -24,7 +24,7 @@ import {
 } from './azure-transport.js';
 import { blockListXml, parseListBlobs, quoteEtag, XmlShapeError } from './azure-xml.js';
 import { storePath } from './paths.js';
-import { type BlobInfo, type BlobStore, type PutOptions, StoreErrorCode } from './types.js';
+import { type BlobInfo, type BlobStore, type NameLimits, type PutOptions, StoreErrorCode } from './types.js';
 
 export { AzureStoreError, STORE_CONFIG } from './azure-transport.js';
 
@@ -55,6 +55,7 @@ const UPLOAD_META = 'x-ms-meta-membraneupload';
 
 export class AzureBlobStore implements BlobStore {
   readonly kind = 'azure-blob';
+  readonly limits: NameLimits;
   readonly description: string;
   private readonly t: AzureTransport;
   /** '' or 'some/folder/' */
@@ -76,6 +77,14 @@ export class AzureBlobStore implements BlobStore {
       }
     }
     this.root = p ? `${p}/` : '';
+    // Azure: a blob name is at most 1024 characters and 254 segments, the prefix included
+    // (learn.microsoft.com, "Naming and referencing containers, blobs, and metadata").
+    // Counted in UTF-8 bytes here, which is never fewer than characters: conservative.
+    this.limits = {
+      pathBytes: 1024 - Buffer.byteLength(this.root),
+      segmentBytes: 255,
+      segments: 254 - (p ? p.split('/').length : 0),
+    };
     this.blockSize = tuning.blockSize ?? 8 * MiB;
     if (!Number.isSafeInteger(this.blockSize) || this.blockSize < 1 || this.blockSize > MAX_BLOCK_SIZE) {
       throw new MembraneError(STORE_CONFIG, `azure-blob blockSize must be 1..${MAX_BLOCK_SIZE} bytes`);

@@ -18,7 +18,7 @@ export { type AccountSasOptions, accountSas, type ContainerSasOptions, container
 export type { AzureAuth } from './azure-transport.js';
 export { FsStore } from './fs-store.js';
 export { storePath } from './paths.js';
-export { type BlobInfo, type BlobStore, type PutOptions, StoreErrorCode } from './types.js';
+export { type BlobInfo, type BlobStore, type NameLimits, type PutOptions, StoreErrorCode } from './types.js';
 
 export type StoreConfig = { type: 'fs'; path: string } | ({ type: 'azure-blob' } & AzureBlobConfig);
 

@@ -25,6 +25,19 @@ export interface PutOptions {
   sizeHint?: number;
 }
 
+/**
+ * Names a store can hold (issue 12, defect 3). A sink refuses longer names when the
+ * app creates them (ENAMETOOLONG) instead of failing the commit at close or unmount.
+ */
+export interface NameLimits {
+  /** Longest object path, in UTF-8 bytes. */
+  readonly pathBytes: number;
+  /** Longest path segment, in UTF-8 bytes. */
+  readonly segmentBytes: number;
+  /** Most segments in one path. */
+  readonly segments: number;
+}
+
 export interface BlobStore {
   /** 'fs' | 'azure-blob'. */
   readonly kind: string;
@@ -37,6 +50,13 @@ export interface BlobStore {
   read(path: string, start: number, end: number, opts?: { ifMatch?: string }): Promise<Buffer>;
   put(path: string, source: AsyncIterable<Uint8Array> | Uint8Array, opts?: PutOptions): Promise<BlobInfo>;
   delete(path: string, opts?: { ifMatch?: string }): Promise<void>;
+  /** What names this store can hold; absent = no limits beyond storePath(). */
+  readonly limits?: NameLimits;
+  /**
+   * Checks that the store itself exists and is usable (fs: the root is a directory).
+   * `mustExist` false: a missing store is fine (a datasink creates it on first commit).
+   */
+  probe?(mustExist: boolean): Promise<void>;
   /** Releases connections (optional: stores without pooled resources omit it). */
   close?(): Promise<void>;
 }
@@ -48,6 +68,8 @@ export const StoreErrorCode = {
   AUTH: 'STORE_AUTH',
   IO: 'STORE_IO',
   INVALID_PATH: 'STORE_INVALID_PATH',
+  /** A symbolic link inside a store: never followed (objects could land outside the store). */
+  LINK: 'STORE_LINK',
   /** The store configuration itself is wrong (URL, container, SAS placed in the URL, ...). */
   CONFIG: 'STORE_CONFIG',
 } as const;
