@@ -1,9 +1,9 @@
 /**
  * Streaming stages for request bodies: a byte limit and the open-mode inspector.
- * Nothing buffers a whole body. The inspector stage holds back the last HOLD_BACK bytes
- * until the scanner has seen what follows them, so a card number split across chunks
- * is found before any of its digits have left (the scanner keeps its own bounded
- * carry-over for matching; this hold-back is about what has been *sent*).
+ * Nothing buffers a whole body. The inspector stage forwards only bytes the scanner has
+ * released (no open candidate starts before them; a fixed HOLD_BACK window for a scanner
+ * that does not say), so a card number split across chunks is found before any of its
+ * digits have left.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import type { InspectSettings } from '../../policy/egress/types.js';
@@ -40,6 +40,8 @@ export function inspecting(
   onReport: (f: Finding, sentence: string) => void,
 ): Transform {
   let held: Buffer = Buffer.alloc(0);
+  let heldFrom = 0; // raw offset of held[0]
+  let seen = 0;
   let reported = false;
   const judge = (f: Finding | undefined): Refusal | undefined => {
     if (!f) return undefined;
@@ -50,28 +52,30 @@ export function inspecting(
     }
     return undefined;
   };
+  const verdictOf = (step: () => Finding | undefined): Refusal | undefined => {
+    try {
+      return judge(step());
+    } catch (e) {
+      return new Refusal('HTTP_INSPECTION_BLOCKED', `inspection failed: ${(e as Error).message}`);
+    }
+  };
   return new Transform({
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      let verdict: Refusal | undefined;
-      try {
-        verdict = judge(inspector.push(chunk));
-      } catch (e) {
-        verdict = new Refusal('HTTP_INSPECTION_BLOCKED', `inspection failed: ${(e as Error).message}`);
-      }
+      const verdict = verdictOf(() => inspector.push(chunk));
       if (verdict) return cb(verdict);
+      seen += chunk.length;
       held = held.length ? Buffer.concat([held, chunk]) : chunk;
-      if (held.length <= HOLD_BACK) return cb();
-      const out = held.subarray(0, held.length - HOLD_BACK);
-      held = Buffer.from(held.subarray(held.length - HOLD_BACK));
+      // The scanner says how far no candidate is open; without that, keep a fixed window.
+      const upTo = Math.min(seen, inspector.releasable ?? seen - HOLD_BACK);
+      const n = upTo - heldFrom;
+      if (n <= 0) return cb();
+      const out = held.subarray(0, n);
+      held = Buffer.from(held.subarray(n));
+      heldFrom = upTo;
       cb(null, out);
     },
     flush(cb: TransformCallback) {
-      let verdict: Refusal | undefined;
-      try {
-        verdict = judge(inspector.end());
-      } catch (e) {
-        verdict = new Refusal('HTTP_INSPECTION_BLOCKED', `inspection failed: ${(e as Error).message}`);
-      }
+      const verdict = verdictOf(() => inspector.end());
       if (verdict) return cb(verdict);
       cb(null, held.length ? held : undefined);
     },

@@ -11,13 +11,9 @@ import { pipeline } from 'node:stream/promises';
 import type { RequestDecision } from '../../policy/egress/types.js';
 import { byteLimit, inspecting } from './body-streams.js';
 import { asRefusal, Refusal } from './refusals.js';
+import { SEALED_CONTENT_TYPE, SEALED_HEADER, SEALED_HEADER_VALUE } from './seal.js';
 import { type Draft, draft, finish, round, type Shared, sendRefusal } from './shared.js';
 import { resolveChecked } from './upstream.js';
-
-/** Content type of a sealed body on the wire (one message of Membrane's object format). */
-export const SEALED_CONTENT_TYPE = 'application/vnd.membrane.sealed';
-/** Carries the app's own content type of a sealed request body (a type name, nothing secret). */
-export const ORIGINAL_TYPE_HEADER = 'membrane-content-type';
 
 export interface Target {
   readonly kind: 'request' | 'inner-request';
@@ -143,8 +139,8 @@ async function send(
   const keyring = decision.mode === 'secure' ? sh.keyringFor(decision.dek) : undefined;
   if (decision.mode === 'secure' && !sh.toolkit)
     throw new Refusal('HTTP_NOT_INSPECTABLE', 'secure mode needs the sealing module, which is not available');
-  const binding =
-    keyring && sh.toolkit ? sh.toolkit.bindingContext({ method: req.method ?? 'GET', host, path }) : {};
+  const exchange = { method: req.method ?? 'GET', host, path };
+  const binding = keyring && sh.toolkit ? sh.toolkit.bindingContext(exchange, 'request') : {};
 
   const drop = hopByHop(req.headers);
   const headers: string[] = [];
@@ -180,12 +176,12 @@ async function send(
     let s: Readable = req;
     for (const st of stages) s = chain(s, st);
     if (keyring && sh.toolkit) {
-      const sealed = sh.toolkit.sealBody(s, keyring, binding);
+      // The app's content type travels authenticated in the message's context (seal.ts, docs).
+      const ct = req.headers['content-type'];
+      const sealed = sh.toolkit.sealBody(s, keyring, ct ? { ...binding, 'content-type': ct } : binding);
       s.on('error', (e) => sealed.destroy(e));
       s = sealed;
-      headers.push('content-type', SEALED_CONTENT_TYPE);
-      const ct = req.headers['content-type'];
-      if (ct) headers.push(ORIGINAL_TYPE_HEADER, ct);
+      headers.push('content-type', SEALED_CONTENT_TYPE, SEALED_HEADER, SEALED_HEADER_VALUE);
     }
     s.on('error', (e) => {
       bodyError ??= e;
@@ -222,17 +218,18 @@ async function send(
   // A sealed answer is opened for the app. Headers wait for the first authenticated
   // frame, so a body that fails at once becomes a 502; a later failure cuts the
   // connection (the app sees a truncated response, never unauthenticated bytes).
-  const opened = (sh.toolkit as NonNullable<Shared['toolkit']>).openBody(
+  const toolkit = sh.toolkit as NonNullable<Shared['toolkit']>;
+  const opened = toolkit.openBody(
     chain(up.body, count),
     keyring,
-    binding,
+    toolkit.bindingContext(exchange, 'response'),
   );
   const it = opened[Symbol.asyncIterator]();
   const first = await it.next();
+  // The opened body's length and type are not the sealed message's.
   delete out['content-length'];
-  const orig = up.headers[ORIGINAL_TYPE_HEADER];
-  out['content-type'] = typeof orig === 'string' ? orig : 'application/octet-stream';
-  delete out[ORIGINAL_TYPE_HEADER];
+  out['content-type'] = 'application/octet-stream';
+  delete out[SEALED_HEADER];
   res.writeHead(up.statusCode, out);
   try {
     for (let n = first; !n.done; n = await it.next()) if (!res.write(n.value)) await drained(res);

@@ -49,8 +49,10 @@ export interface Finding {
   readonly rule?: string;
 }
 export interface Inspector {
-  push(chunk: Buffer): Finding | undefined;
+  push(chunk: Uint8Array): Finding | undefined;
   end(): Finding | undefined;
+  /** Raw bytes [0, releasable) may leave: no open candidate starts before. Absent: hold back a fixed window. */
+  readonly releasable?: number;
 }
 export type InspectorFactory = (settings: InspectSettings, contentType?: string) => Inspector;
 
@@ -70,7 +72,11 @@ export interface UpstreamTlsOptions {
 export interface Sealer {
   sealBody(body: Readable, keyring: Keyring, context: Record<string, string>): Readable;
   openBody(body: Readable, keyring: Keyring, context: Record<string, string>): Readable;
-  bindingContext(req: { method: string; host: string; path: string }): Record<string, string>;
+  /** Both ends compute it from the request line; the direction keeps a request body from passing as a response. */
+  bindingContext(
+    req: { method: string; host: string; path: string },
+    direction?: 'request' | 'response',
+  ): Record<string, string>;
 }
 
 /** The TLS and sealing pieces (proxies/http/tls-ca.ts, upstream-tls.ts, seal.ts). */

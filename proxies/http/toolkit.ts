@@ -1,19 +1,21 @@
 /**
  * Wiring of the real neighbours behind the ports (ports.ts): the TLS and sealing modules
- * of this folder (tls-ca.ts, upstream-tls.ts, seal.ts), the egress policy evaluator
- * (policy/egress) and the PII inspector (policy/inspect).
+ * of this folder (tls-ca.ts, upstream-tls.ts, seal.ts), the PII inspector
+ * (policy/inspect) and the egress policy evaluator (policy/egress).
  *
- * They are developed on parallel branches; until they are merged, this module loads
- * them by name at run time and reports what is missing instead of failing the build.
- * A missing piece is never a pass: without the TLS toolkit, trusted, secure and
- * inspected HTTPS traffic is refused; without the inspector, inspected rules are
- * refused; without the evaluator there is no proxy at all (a typed error).
- * TODO(merge): once all three are on main, replace the loaders by static imports.
+ * The evaluator is developed on a parallel branch; until it is merged, it is loaded by
+ * name at run time, and its absence is a typed error (no proxy at all, never a pass).
+ * TODO(merge egress-policy): import policy/egress statically (or use its
+ * runtime/egress-policy.ts loader in the CLI) and drop tryImport/fn.
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
+import { createInspector } from '../../policy/inspect/index.js';
 import type { EgressEngine, InspectorFactory, TlsToolkit } from './ports.js';
+import { bindingContext, openBody, sealBody } from './seal.js';
+import { createRunCa } from './tls-ca.js';
+import { connectUpstreamTls } from './upstream-tls.js';
 
 type Loaded = Record<string, unknown>;
 
@@ -34,27 +36,14 @@ function fn<T>(mod: Loaded | undefined, ...names: string[]): T | undefined {
 // Specifiers in variables: the modules may not exist on this branch yet (see above).
 const here = (m: string) => new URL(m, import.meta.url).href;
 
-export async function loadTlsToolkit(): Promise<TlsToolkit | undefined> {
-  const [ca, up, seal] = await Promise.all([
-    tryImport(here('./tls-ca.js')),
-    tryImport(here('./upstream-tls.js')),
-    tryImport(here('./seal.js')),
-  ]);
-  const createRunCa = fn<TlsToolkit['createRunCa']>(ca, 'createRunCa');
-  const connectUpstreamTls = fn<TlsToolkit['connectUpstreamTls']>(up, 'connectUpstreamTls');
-  const sealBody = fn<TlsToolkit['sealBody']>(seal, 'sealBody');
-  const openBody = fn<TlsToolkit['openBody']>(seal, 'openBody');
-  const bindingContext = fn<TlsToolkit['bindingContext']>(seal, 'bindingContext');
-  if (!createRunCa || !connectUpstreamTls || !sealBody || !openBody || !bindingContext) return undefined;
+/** The TLS and sealing modules of this folder behind the TlsToolkit port. */
+export async function loadTlsToolkit(): Promise<TlsToolkit> {
   return { createRunCa, connectUpstreamTls, sealBody, openBody, bindingContext };
 }
 
-export async function loadInspector(): Promise<InspectorFactory | undefined> {
-  for (const m of ['../../policy/inspect/index.js', '../../policy/inspect/scanner.js']) {
-    const f = fn<InspectorFactory>(await tryImport(here(m)), 'createInspector');
-    if (f) return f;
-  }
-  return undefined;
+/** policy/inspect's streaming scanner behind the InspectorFactory port. */
+export async function loadInspector(): Promise<InspectorFactory> {
+  return createInspector;
 }
 
 /** The parts of policy/egress's compiled policy the proxy reads. */

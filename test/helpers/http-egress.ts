@@ -1,10 +1,8 @@
 /**
- * Test fixtures for the HTTP egress proxy: a table-driven fake policy engine, a fake TLS
- * and sealing toolkit (real TLS with openssl-made certificates; sealing through the
- * AWS Encryption SDK), loopback upstreams that record what reached them, a raw-socket
- * client and the real command-line clients. Fakes stand in for the modules developed on
- * parallel branches (policy/egress, policy/inspect, tls-ca/upstream-tls/seal) and live
- * here, never under those modules' names.
+ * Test fixtures for the HTTP egress proxy: a table-driven fake policy engine (a stand-in
+ * for policy/egress, developed on a parallel branch), openssl-made certificates for
+ * loopback TLS upstreams, upstreams that record what reached them, a raw-socket client,
+ * the real command-line clients, and the AWS Encryption SDK as the sealing oracle.
  *
  * Every address dialed is loopback: documentation addresses appear only as DNS answers,
  * and the dial hook maps the ones a test declares "public" onto a loopback listener.
@@ -21,8 +19,6 @@ import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { createSecureContext, connect as tlsConnect } from 'node:tls';
 import { buildClient, CommitmentPolicy } from '@aws-crypto/client-node';
 import type {
   AddressClass,
@@ -31,16 +27,9 @@ import type {
   RuleMode,
   TlsSettings,
 } from '../../policy/egress/types.js';
-import { MembraneError } from '../../policy/errors.js';
 import type { Keyring } from '../../proxies/core/index.js';
 import type { EgressLimits } from '../../proxies/http/limits.js';
-import type {
-  EgressEngine,
-  Finding,
-  Inspector,
-  InspectorFactory,
-  TlsToolkit,
-} from '../../proxies/http/ports.js';
+import type { EgressEngine } from '../../proxies/http/ports.js';
 
 export interface FakeRule {
   host: string;
@@ -119,23 +108,6 @@ export function fakeEngine(o: {
   };
 }
 
-/** Finds a marker string, also split across chunks (carry-over of marker.length - 1 bytes). */
-export function fakeInspector(marker = '4111111111111111'): InspectorFactory {
-  return (_settings): Inspector => {
-    let carry = '';
-    let offset = 0;
-    const scan = (s: string): Finding | undefined => {
-      const text = carry + s;
-      const at = text.indexOf(marker);
-      if (at >= 0) return { kind: 'card', offset: offset - carry.length + at, rule: 'card' };
-      offset += s.length;
-      carry = text.slice(Math.max(0, text.length - (marker.length - 1)));
-      return undefined;
-    };
-    return { push: (c) => scan(c.toString('latin1')), end: () => undefined };
-  };
-}
-
 export interface Certs {
   dir: string;
   upstreamCa: string;
@@ -211,81 +183,7 @@ export function makeCerts(): Certs {
   };
 }
 
-export const SEALED_TYPE = 'application/vnd.membrane.sealed';
 const esdk = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT);
-
-async function collect(s: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of s) parts.push(Buffer.from(c as Buffer));
-  return Buffer.concat(parts);
-}
-
-/** Stand-ins for tls-ca.ts, upstream-tls.ts and seal.ts with the same signatures. */
-export function fakeToolkit(certs: Certs): TlsToolkit & { contexts: string[] } {
-  const contexts: string[] = [];
-  return {
-    contexts,
-    async createRunCa() {
-      return {
-        certPem: certs.runCa,
-        secureContextFor: (host: string) => {
-          contexts.push(host);
-          return createSecureContext({ key: certs.runLeafKey, cert: certs.runLeafCert });
-        },
-        destroy() {},
-      };
-    },
-    connectUpstreamTls({ socket, servername, tls, timeoutMs }) {
-      return new Promise((resolve, reject) => {
-        const s = tlsConnect({ socket, servername, ca: tls?.ca, ALPNProtocols: ['http/1.1'] });
-        const timer = setTimeout(() => {
-          s.destroy();
-          reject(new MembraneError('UPSTREAM_TLS', `TLS handshake with ${servername} timed out`));
-        }, timeoutMs);
-        s.once('secureConnect', () => {
-          clearTimeout(timer);
-          resolve(s);
-        });
-        s.once('error', (e) => {
-          clearTimeout(timer);
-          reject(new MembraneError('UPSTREAM_TLS', `TLS to ${servername} failed: ${e.message}`));
-        });
-      });
-    },
-    bindingContext: ({ method, host, path }) => ({
-      'membrane:method': method,
-      'membrane:host': host,
-      'membrane:path': path,
-    }),
-    sealBody(body, keyring: Keyring, context) {
-      return Readable.from(
-        (async function* () {
-          const { result } = await esdk.encrypt(keyring, await collect(body), { encryptionContext: context });
-          yield result;
-        })(),
-      );
-    },
-    openBody(body, keyring: Keyring, context) {
-      return Readable.from(
-        (async function* () {
-          let plain: Buffer;
-          try {
-            const { plaintext, messageHeader } = await esdk.decrypt(keyring, await collect(body));
-            for (const [k, v] of Object.entries(context))
-              if (messageHeader.encryptionContext[k] !== v) throw new Error(`context ${k} differs`);
-            plain = plaintext;
-          } catch (e) {
-            throw new MembraneError(
-              'SEALED_BODY_INVALID',
-              `sealed response body failed authentication (${(e as Error).message.slice(0, 60)})`,
-            );
-          }
-          yield plain;
-        })(),
-      );
-    },
-  };
-}
 
 export interface Seen {
   method: string;
@@ -424,7 +322,4 @@ export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, ti
 /** Decrypts what an upstream received, with the SDK as the oracle. */
 export async function oracleDecrypt(keyring: Keyring, body: Buffer) {
   return esdk.decrypt(keyring, body);
-}
-export async function oracleEncrypt(keyring: Keyring, body: Buffer, context: Record<string, string>) {
-  return (await esdk.encrypt(keyring, body, { encryptionContext: context })).result;
 }
