@@ -7,6 +7,7 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import type { InspectSettings } from '../../policy/egress/types.js';
+import { HttpErrorCode } from './errors.js';
 import type { Finding, Inspector } from './ports.js';
 import { Refusal } from './refusals.js';
 
@@ -18,7 +19,7 @@ export function byteLimit(max: number, what: string, onBytes: (n: number) => voi
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       seen += chunk.length;
-      if (seen > max) return cb(new Refusal('HTTP_BODY_TOO_LARGE', `${what} exceeds ${max} bytes`));
+      if (seen > max) return cb(new Refusal(HttpErrorCode.BODY_TOO_LARGE, `${what} exceeds ${max} bytes`));
       onBytes(chunk.length);
       cb(null, chunk);
     },
@@ -45,7 +46,7 @@ export function inspecting(
   let reported = false;
   const judge = (f: Finding | undefined): Refusal | undefined => {
     if (!f) return undefined;
-    if (settings.action === 'block') return new Refusal('HTTP_INSPECTION_BLOCKED', describe(f));
+    if (settings.action === 'block') return new Refusal(HttpErrorCode.INSPECTION_BLOCKED, describe(f));
     if (!reported) {
       reported = true;
       onReport(f, describe(f));
@@ -56,7 +57,7 @@ export function inspecting(
     try {
       return judge(step());
     } catch (e) {
-      return new Refusal('HTTP_INSPECTION_BLOCKED', `inspection failed: ${(e as Error).message}`);
+      return new Refusal(HttpErrorCode.INSPECTION_BLOCKED, `inspection failed: ${(e as Error).message}`);
     }
   };
   return new Transform({

@@ -10,6 +10,7 @@ import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { RequestDecision } from '../../policy/egress/types.js';
 import { byteLimit, inspecting } from './body-streams.js';
+import { HttpErrorCode } from './errors.js';
 import { asRefusal, Refusal } from './refusals.js';
 import { SEALED_CONTENT_TYPE, SEALED_HEADER, SEALED_HEADER_VALUE } from './seal.js';
 import { type Draft, draft, finish, round, type Shared, sendRefusal } from './shared.js';
@@ -86,7 +87,7 @@ export function decide(
   try {
     decision = sh.engine.decideRequest(req);
   } catch (e) {
-    throw new Refusal('HTTP_RULE_ERROR', 'the request could not be evaluated against the policy', {
+    throw new Refusal(HttpErrorCode.RULE_ERROR, 'the request could not be evaluated against the policy', {
       cause: e,
     });
   }
@@ -96,7 +97,7 @@ export function decide(
   d.verdict = decision.verdict;
   d.reason = decision.reason;
   if (decision.verdict === 'deny')
-    throw new Refusal('HTTP_DENIED', decision.reason, { check: decision.rule });
+    throw new Refusal(HttpErrorCode.DENIED, decision.reason, { check: decision.rule });
   if (decision.verdict === 'report')
     sh.log(
       `http-egress: report ${decision.rule}: ${req.method} ${decision.host}:${req.port} ${req.path ?? ''}`,
@@ -125,11 +126,14 @@ async function send(
   const bodyCap = Math.min(limits.maxBodyBytes, limits.maxRequestBytes - headBytes);
   const cl = req.headers['content-length'];
   if (cl !== undefined && Number(cl) > bodyCap)
-    throw new Refusal('HTTP_BODY_TOO_LARGE', `request body of ${cl} bytes exceeds ${bodyCap} bytes`);
+    throw new Refusal(HttpErrorCode.BODY_TOO_LARGE, `request body of ${cl} bytes exceeds ${bodyCap} bytes`);
 
   const dest = `${host}:${port}`;
   if (sh.budget.exhausted(dest))
-    throw new Refusal('HTTP_BUDGET', `the byte budget for ${dest} (${limits.bytesPerDestination}) is spent`);
+    throw new Refusal(
+      HttpErrorCode.BUDGET,
+      `the byte budget for ${dest} (${limits.bytesPerDestination}) is spent`,
+    );
 
   const r0 = performance.now();
   const address = await resolveChecked(sh.engine, sh.resolver, sh.self(), host, decision.ip, port);
@@ -138,7 +142,10 @@ async function send(
 
   const keyring = decision.mode === 'secure' ? sh.keyringFor(decision.dek) : undefined;
   if (decision.mode === 'secure' && !sh.toolkit)
-    throw new Refusal('HTTP_NOT_INSPECTABLE', 'secure mode needs the sealing module, which is not available');
+    throw new Refusal(
+      HttpErrorCode.NOT_INSPECTABLE,
+      'secure mode needs the sealing module, which is not available',
+    );
   const exchange = { method: req.method ?? 'GET', host, path };
   const binding = keyring && sh.toolkit ? sh.toolkit.bindingContext(exchange, 'request') : {};
 
@@ -161,11 +168,12 @@ async function send(
       byteLimit(bodyCap, 'request body', (n) => {
         d.bytes = { ...d.bytes, sent: d.bytes.sent + n };
         if (!sh.budget.charge(dest, n))
-          req.destroy(new Refusal('HTTP_BUDGET', `the byte budget for ${dest} is spent`));
+          req.destroy(new Refusal(HttpErrorCode.BUDGET, `the byte budget for ${dest} is spent`));
       }),
     ];
     if (decision.inspect) {
-      if (!sh.inspector) throw new Refusal('HTTP_NOT_INSPECTABLE', `${decision.rule} requires inspection`);
+      if (!sh.inspector)
+        throw new Refusal(HttpErrorCode.NOT_INSPECTABLE, `${decision.rule} requires inspection`);
       const ct = req.headers['content-type'];
       stages.push(
         inspecting(sh.inspector(decision.inspect, ct), decision.inspect, (_f, sentence) =>
@@ -254,7 +262,7 @@ function drained(res: ServerResponse): Promise<void> {
     };
     const closed = () => {
       res.off('drain', done);
-      reject(new Refusal('HTTP_UPSTREAM_FAILED', 'the app closed the connection'));
+      reject(new Refusal(HttpErrorCode.UPSTREAM_FAILED, 'the app closed the connection'));
     };
     res.once('drain', done);
     res.once('close', closed);

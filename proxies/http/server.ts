@@ -15,6 +15,7 @@ import type { Duplex } from 'node:stream';
 import type { Keyring } from '../core/index.js';
 import type { AuditSink, Meter, OwnListener } from '../proxy.js';
 import { type DecisionLog, nullDecisionLog, openDecisionLog } from './decision-log.js';
+import { HttpErrorCode } from './errors.js';
 import { forward } from './forward.js';
 import { httpInstruments, noopMeter } from './instruments.js';
 import { ByteBudget, type EgressLimits, RateLimiter, resolveLimits, Slots } from './limits.js';
@@ -91,7 +92,10 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
     keyringFor:
       o.keyringFor ??
       (() => {
-        throw new Refusal('HTTP_RULE_ERROR', 'secure mode needs a DEK and none was given to the proxy');
+        throw new Refusal(
+          HttpErrorCode.RULE_ERROR,
+          'secure mode needs a DEK and none was given to the proxy',
+        );
       }),
     limits,
     self: () => [...(o.ownListeners?.() ?? []), ...(listening ? [listening] : [])],
@@ -128,22 +132,26 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
 
   /** Checks every request shares before dispatch; returns a release function or refuses. */
   const admit = (req: IncomingMessage, outer: boolean): void => {
-    if (draining) throw new Refusal('HTTP_UPSTREAM_FAILED', 'the proxy is stopping', { check: 'stopping' });
+    if (draining)
+      throw new Refusal(HttpErrorCode.UPSTREAM_FAILED, 'the proxy is stopping', { check: 'stopping' });
     for (let i = 1; i < req.rawHeaders.length; i += 2)
       if (!isUtf8(Buffer.from(req.rawHeaders[i] as string, 'latin1')))
-        throw new Refusal('HTTP_MALFORMED', `header ${req.rawHeaders[i - 1]} is not valid UTF-8`, {
+        throw new Refusal(HttpErrorCode.MALFORMED, `header ${req.rawHeaders[i - 1]} is not valid UTF-8`, {
           check: 'request.header',
         });
     if (outer && expected) {
       const got = Buffer.from(req.headers['proxy-authorization'] ?? '');
       if (got.length !== expected.length || !timingSafeEqual(got, expected))
         throw new Refusal(
-          'HTTP_AUTH_REQUIRED',
+          HttpErrorCode.AUTH_REQUIRED,
           'proxy authentication required (use the HTTP_PROXY URL given to the app)',
         );
     }
     if (!sh.rate.take(performance.now()))
-      throw new Refusal('HTTP_RATE_LIMITED', `more than ${limits.requestsPerSecond} requests per second`);
+      throw new Refusal(
+        HttpErrorCode.RATE_LIMITED,
+        `more than ${limits.requestsPerSecond} requests per second`,
+      );
   };
 
   const onRequest = (outer: boolean) => (req: IncomingMessage, res: ServerResponse) => {
@@ -154,7 +162,7 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
       release = sh.requests.tryAcquire();
       if (!release)
         throw new Refusal(
-          'HTTP_TOO_MANY',
+          HttpErrorCode.TOO_MANY,
           `more than ${limits.maxConcurrentRequests} requests are in flight`,
         );
       const target = outer ? absoluteTarget(req.url) : innerTarget(req.url, tunnelInfo.get(req.socket));
@@ -167,7 +175,8 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
       });
     } catch (e) {
       release?.();
-      const r = e instanceof Refusal ? e : new Refusal('HTTP_MALFORMED', 'the request could not be read');
+      const r =
+        e instanceof Refusal ? e : new Refusal(HttpErrorCode.MALFORMED, 'the request could not be read');
       const d = draft(sh, outer ? 'request' : 'inner-request', req.method ?? '?', '-', 0);
       sendRefusal(res, r);
       finish(sh, d, started, r);
@@ -211,7 +220,7 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
     void tunnel(sh, req, socket, head, handoff, trackTunnel);
   });
   server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
-    const r = new Refusal('HTTP_DENIED', 'protocol upgrades (WebSocket) are not proxied', {
+    const r = new Refusal(HttpErrorCode.DENIED, 'protocol upgrades (WebSocket) are not proxied', {
       check: 'request.upgrade',
     });
     socket.end(rawRefusal(r));
@@ -221,8 +230,11 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
     s.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       const r =
         err.code === 'HPE_HEADER_OVERFLOW'
-          ? new Refusal('HTTP_HEADERS_TOO_LARGE', `request headers exceed ${limits.maxHeaderBytes} bytes`)
-          : new Refusal('HTTP_MALFORMED', `the request could not be parsed (${err.code ?? 'error'})`);
+          ? new Refusal(
+              HttpErrorCode.HEADERS_TOO_LARGE,
+              `request headers exceed ${limits.maxHeaderBytes} bytes`,
+            )
+          : new Refusal(HttpErrorCode.MALFORMED, `the request could not be parsed (${err.code ?? 'error'})`);
       if (socket.writable) socket.end(rawRefusal(r));
       else socket.destroy();
       if (err.code !== 'ECONNRESET') finish(sh, draft(sh, 'request', '?', '-', 0), performance.now(), r);
@@ -289,29 +301,35 @@ export function absoluteTarget(raw: string | undefined) {
     if (!raw || raw.startsWith('/')) throw new Error('origin-form');
     url = new URL(raw);
   } catch {
-    throw new Refusal('HTTP_MALFORMED', 'a proxy request needs an absolute http:// URL in the request line');
+    throw new Refusal(
+      HttpErrorCode.MALFORMED,
+      'a proxy request needs an absolute http:// URL in the request line',
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    throw new Refusal('HTTP_MALFORMED', `scheme ${url.protocol} is not proxied (http: and https: only)`);
+    throw new Refusal(
+      HttpErrorCode.MALFORMED,
+      `scheme ${url.protocol} is not proxied (http: and https: only)`,
+    );
   if (url.username || url.password)
-    throw new Refusal('HTTP_MALFORMED', 'credentials in the request URL are not forwarded');
+    throw new Refusal(HttpErrorCode.MALFORMED, 'credentials in the request URL are not forwarded');
   const scheme = url.protocol === 'https:' ? ('https' as const) : ('http' as const);
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  if (!host) throw new Refusal('HTTP_MALFORMED', 'the request URL has no host');
+  if (!host) throw new Refusal(HttpErrorCode.MALFORMED, 'the request URL has no host');
   const port = url.port ? Number(url.port) : scheme === 'https' ? 443 : 80;
   return { kind: 'request' as const, scheme, host, port, pathAndQuery: `${url.pathname}${url.search}` };
 }
 
 /** Inside an intercepted tunnel: origin-form; the host is the tunnel's, whatever Host says. */
 function innerTarget(raw: string | undefined, info: TunnelInfo | undefined) {
-  if (!info) throw new Refusal('HTTP_MALFORMED', 'request outside a tunnel');
+  if (!info) throw new Refusal(HttpErrorCode.MALFORMED, 'request outside a tunnel');
   let pathAndQuery = raw ?? '';
   if (!pathAndQuery.startsWith('/')) {
     try {
       const u = new URL(pathAndQuery);
       pathAndQuery = `${u.pathname}${u.search}`;
     } catch {
-      throw new Refusal('HTTP_MALFORMED', 'the request target is not a path');
+      throw new Refusal(HttpErrorCode.MALFORMED, 'the request target is not a path');
     }
   } else {
     // normalise dot segments exactly as the upstream will see them

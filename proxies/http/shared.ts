@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http';
 import type { Keyring } from '../core/index.js';
 import type { AuditSink, OwnListener } from '../proxy.js';
 import type { DecisionLog, DecisionRecord } from './decision-log.js';
+import { HttpErrorCode } from './errors.js';
 import type { HttpInstruments } from './instruments.js';
 import type { ByteBudget, EgressLimits, RateLimiter, Slots } from './limits.js';
 import type { Dialer, EgressEngine, InspectorFactory, Resolver, RunCa, TlsToolkit } from './ports.js';
@@ -69,7 +70,7 @@ export function finish(sh: Shared, d: Draft, started: number, refusal?: Refusal)
     d.verdict = 'deny';
     d.status = refusal.status;
     d.reason = refusal.reason;
-    if (d.rule === '-' || refusal.code !== 'HTTP_DENIED') d.rule = refusal.check;
+    if (d.rule === '-' || refusal.code !== HttpErrorCode.DENIED) d.rule = refusal.check;
     sh.instruments.denied.add(1, { check: refusal.check.split('.')[0] ?? refusal.check });
     sh.audit.emit({
       type: 'http.denied',

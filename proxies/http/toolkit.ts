@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { createInspector } from '../../policy/inspect/index.js';
+import { HttpErrorCode } from './errors.js';
 import type { EgressEngine, InspectorFactory, TlsToolkit } from './ports.js';
 import { bindingContext, openBody, sealBody } from './seal.js';
 import { createRunCa } from './tls-ca.js';
@@ -79,7 +80,7 @@ export async function loadEgressEngine(
   >(mod, 'decideAddress');
   if (!parse || !compile || !filesOf || !decideRequest || !decideAddress)
     throw new MembraneError(
-      'HTTP_PROXY_UNAVAILABLE',
+      HttpErrorCode.PROXY_UNAVAILABLE,
       'the egress policy evaluator (policy/egress) is not part of this build',
     );
   const policy = 'text' in source ? parse(source.text, source.file) : source.parsed;

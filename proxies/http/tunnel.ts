@@ -14,6 +14,7 @@ import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
+import { HttpErrorCode } from './errors.js';
 import { decide } from './forward.js';
 import { asRefusal, Refusal } from './refusals.js';
 import { draft, finish, round, type Shared } from './shared.js';
@@ -30,10 +31,10 @@ export function parseConnectTarget(target: string | undefined): { host: string; 
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._~%!$&'()*+,;=-]+)):([0-9]{1,5})$/.exec(target ?? '');
   const port = m ? Number(m[3]) : 0;
   if (!m || port < 1 || port > 65535)
-    throw new Refusal('HTTP_MALFORMED', 'the CONNECT target must be host:port with a port 1-65535');
+    throw new Refusal(HttpErrorCode.MALFORMED, 'the CONNECT target must be host:port with a port 1-65535');
   const host = (m[1] ?? m[2]) as string;
   if (m[1] !== undefined && isIP(host) !== 6)
-    throw new Refusal('HTTP_MALFORMED', 'the bracketed CONNECT target is not an IPv6 address');
+    throw new Refusal(HttpErrorCode.MALFORMED, 'the bracketed CONNECT target is not an IPv6 address');
   return { host, port };
 }
 
@@ -56,14 +57,15 @@ export async function tunnel(
     d.host = target.host;
     d.port = target.port;
     release = sh.tunnels.tryAcquire();
-    if (!release) throw new Refusal('HTTP_TOO_MANY', `more than ${sh.limits.maxTunnels} tunnels are open`);
+    if (!release)
+      throw new Refusal(HttpErrorCode.TOO_MANY, `more than ${sh.limits.maxTunnels} tunnels are open`);
     const scheme = target.port === 80 ? 'http' : 'https';
     const decision = decide(sh, d, { method: 'CONNECT', scheme, host: target.host, port: target.port });
     const intercept = decision.mode !== 'open' || decision.inspect !== undefined;
     if (intercept) {
       if (!sh.ca)
         throw new Refusal(
-          'HTTP_NOT_INSPECTABLE',
+          HttpErrorCode.NOT_INSPECTABLE,
           `${decision.rule} requires inspection and no run CA is available`,
         );
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -89,7 +91,7 @@ export async function tunnel(
     const dest = `${decision.host}:${target.port}`;
     if (sh.budget.exhausted(dest))
       throw new Refusal(
-        'HTTP_BUDGET',
+        HttpErrorCode.BUDGET,
         `the byte budget for ${dest} (${sh.limits.bytesPerDestination}) is spent`,
       );
     const r0 = performance.now();
@@ -137,7 +139,7 @@ function splice(
     const count = (dir: 'sent' | 'received') => (chunk: Buffer) => {
       d.bytes = { ...d.bytes, [dir]: d.bytes[dir] + chunk.length };
       if (!sh.budget.charge(dest, chunk.length)) {
-        failure ??= new Refusal('HTTP_BUDGET', `the byte budget for ${dest} is spent`);
+        failure ??= new Refusal(HttpErrorCode.BUDGET, `the byte budget for ${dest} is spent`);
         client.destroy();
         upstream.destroy();
       }
@@ -153,7 +155,7 @@ function splice(
     const idle = sh.limits.idleTimeoutMs;
     for (const s of [client, upstream]) {
       s.setTimeout(idle, () => {
-        failure ??= new Refusal('HTTP_UPSTREAM_TIMEOUT', `tunnel idle for ${idle} ms`);
+        failure ??= new Refusal(HttpErrorCode.UPSTREAM_TIMEOUT, `tunnel idle for ${idle} ms`);
         client.destroy();
         upstream.destroy();
       });

@@ -14,6 +14,7 @@ import type { TLSSocket } from 'node:tls';
 import { type Dispatcher, Pool } from 'undici';
 import type { AddressClass, TlsSettings } from '../../policy/egress/types.js';
 import type { OwnListener } from '../proxy.js';
+import { HttpErrorCode } from './errors.js';
 import type { Dialer, EgressEngine, Resolver, TlsToolkit } from './ports.js';
 import { Refusal } from './refusals.js';
 
@@ -38,21 +39,25 @@ export async function resolveChecked(
       answers = (await resolver(host)).map((a) => a.address);
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'error';
-      throw new Refusal('HTTP_UPSTREAM_FAILED', `${host} did not resolve (${code})`, {
+      throw new Refusal(HttpErrorCode.UPSTREAM_FAILED, `${host} did not resolve (${code})`, {
         check: 'dns',
         cause: e,
       });
     }
   }
   if (answers.length === 0)
-    throw new Refusal('HTTP_UPSTREAM_FAILED', `${host} resolved to no address`, { check: 'dns' });
+    throw new Refusal(HttpErrorCode.UPSTREAM_FAILED, `${host} resolved to no address`, { check: 'dns' });
   let first: CheckedAddress | undefined;
   for (const ip of answers) {
     const d = engine.decideAddress(ip, port, self);
     if (!d.allowed)
-      throw new Refusal('HTTP_ADDRESS_DENIED', `${host} resolves to ${d.ip} (${d.class}): ${d.reason}`, {
-        check: `address.${d.class}`,
-      });
+      throw new Refusal(
+        HttpErrorCode.ADDRESS_DENIED,
+        `${host} resolves to ${d.ip} (${d.class}): ${d.reason}`,
+        {
+          check: `address.${d.class}`,
+        },
+      );
     first ??= { ip: d.ip, class: d.class };
   }
   return first as CheckedAddress;
@@ -66,7 +71,10 @@ export function dialChecked(dial: Dialer, ip: string, port: number, timeoutMs: n
     const timer = setTimeout(() => {
       socket.destroy();
       reject(
-        new Refusal('HTTP_UPSTREAM_TIMEOUT', `connect to ${ip}:${port} timed out after ${timeoutMs} ms`),
+        new Refusal(
+          HttpErrorCode.UPSTREAM_TIMEOUT,
+          `connect to ${ip}:${port} timed out after ${timeoutMs} ms`,
+        ),
       );
     }, timeoutMs);
     socket.once('connect', () => {
@@ -78,9 +86,13 @@ export function dialChecked(dial: Dialer, ip: string, port: number, timeoutMs: n
       clearTimeout(timer);
       socket.destroy();
       reject(
-        new Refusal('HTTP_UPSTREAM_FAILED', `connect to ${ip}:${port} failed (${e.code ?? e.message})`, {
-          cause: e,
-        }),
+        new Refusal(
+          HttpErrorCode.UPSTREAM_FAILED,
+          `connect to ${ip}:${port} failed (${e.code ?? e.message})`,
+          {
+            cause: e,
+          },
+        ),
       );
     });
   });
@@ -143,7 +155,7 @@ export class UpstreamPools {
             if (!t.tls) return socket;
             if (!toolkit) {
               socket.destroy();
-              throw new Refusal('HTTP_NOT_INSPECTABLE', 'upstream TLS is not available in this build');
+              throw new Refusal(HttpErrorCode.NOT_INSPECTABLE, 'upstream TLS is not available in this build');
             }
             try {
               return await toolkit.connectUpstreamTls({

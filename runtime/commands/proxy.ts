@@ -14,6 +14,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { dekKeyring } from '../../proxies/core/index.js';
+import { HttpErrorCode } from '../../proxies/http/errors.js';
 import { appEnvFor } from '../../proxies/http/kind.js';
 import { dnsResolver } from '../../proxies/http/resolvers.js';
 import { startHttpEgress } from '../../proxies/http/server.js';
@@ -111,7 +112,7 @@ export async function main(argv: string[]): Promise<number> {
     keyringFor: (name) => {
       if (!keyring)
         throw new MembraneError(
-          'HTTP_RULE_ERROR',
+          HttpErrorCode.RULE_ERROR,
           `rule needs DEK ${name ?? '(unnamed)'}: start the proxy with --dek`,
         );
       return keyring;
