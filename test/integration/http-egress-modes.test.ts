@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -181,6 +182,42 @@ describe('open mode', () => {
     assert.equal(good.status, 200, good.stderr);
     assert.match(good.body, /^tls hello POST \/upload 18/);
   });
+});
+
+test('plain HTTP inside an intercepted tunnel is decided and inspected request by request', async () => {
+  const s = connect(proxy.port, '127.0.0.1');
+  try {
+    const read = () =>
+      new Promise<string>((resolve, reject) => {
+        let got = '';
+        const on = (c: Buffer) => {
+          got += c.toString('latin1');
+          if (
+            /\r\n\r\n/.test(got) &&
+            (!/content-length: (\d+)/i.test(got) ||
+              got.split('\r\n\r\n')[1]?.length === Number(/content-length: (\d+)/i.exec(got)?.[1]))
+          ) {
+            s.off('data', on);
+            resolve(got);
+          }
+        };
+        s.on('data', on);
+        s.once('error', reject);
+      });
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(`CONNECT report.test:${plainUp.port} HTTP/1.1\r\nHost: report.test\r\n\r\n`);
+    assert.match(await read(), /^HTTP\/1\.1 200 Connection Established/);
+    s.write('GET /inside HTTP/1.1\r\nHost: report.test\r\n\r\n');
+    const answer = await read();
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.match(answer, /hello GET \/inside 0/);
+    assert.ok(
+      contexts.every((h) => h !== 'report.test'),
+      'no TLS was terminated: the first byte was not a handshake',
+    );
+  } finally {
+    s.destroy();
+  }
 });
 
 describe('trusted mode', () => {
