@@ -199,6 +199,8 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
       requireHostHeader: false,
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.headersTimeoutMs,
+      // Node requires requestTimeout >= headersTimeout; keep its 5-minute default otherwise.
+      requestTimeout: Math.max(300_000, limits.headersTimeoutMs),
       keepAliveTimeout: limits.idleTimeoutMs,
     },
     onRequest(true),
