@@ -24,11 +24,11 @@ export const PROXY_KINDS: readonly ProxyKindRow[] = [
     inSpec: (spec) => spec.datasources.length + spec.datasinks.length > 0,
     load: async () => erase((await import('../proxies/blob-volume/kind.js')).blobVolumeKind),
   },
-  // Network proxies start after the volumes (issue 7, items 2-4), e.g.:
-  // {
-  //   kind: 'http-egress',
-  //   inSpec: (spec) => spec.network?.http?.outbound !== undefined,
-  //   load: async () => erase((await import('../proxies/http/kind.js')).httpEgressKind),
-  // },
+  // Network proxies start after the volumes: the app's outputs are mounted before it can call out.
+  {
+    kind: 'http-egress',
+    inSpec: (spec) => spec.network?.http?.outbound !== undefined,
+    load: async () => erase((await import('../proxies/http/kind.js')).httpEgressKind),
+  },
   // { kind: 'sql-gate', inSpec: (spec) => ..., load: async () => erase((await import('../proxies/sql/kind.js')).sqlGateKind) },
 ];

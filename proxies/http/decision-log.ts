@@ -5,39 +5,10 @@
  * never bodies, query strings or header values.
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
-import canonicalizeImport from 'canonicalize';
-import type { AddressClass, Verdict } from '../../policy/egress/types.js';
+import { decisionLine, type EgressDecisionRecord } from '../../policy/egress/index.js';
 
-type Canonicalize = (input: unknown) => string | undefined;
-// canonicalize is CommonJS typed as an ES default export; accept either shape at runtime.
-const jcs = ((canonicalizeImport as unknown as { default?: Canonicalize }).default ??
-  canonicalizeImport) as unknown as Canonicalize;
-
-/**
- * The decision record. Its shape is policy/egress's EgressDecisionRecord (record.ts on
- * the egress-policy branch), field for field, so every reader agrees on one format.
- * TODO(merge): import that type and its decisionLine() instead of this copy.
- */
-export interface DecisionRecord {
-  readonly v: 1;
-  readonly id: string;
-  readonly time: string;
-  readonly method: string;
-  readonly host: string;
-  readonly port: number;
-  /** Path without the query (queries carry data); absent for CONNECT. */
-  readonly path?: string;
-  readonly verdict: Verdict;
-  readonly rule: string;
-  readonly reason: string;
-  /** The address dialed or refused; null when none was reached (denied before DNS). */
-  readonly address: { readonly ip: string; readonly class: AddressClass } | null;
-  /** HTTP status sent to the app. */
-  readonly status?: number;
-  readonly bytes: { readonly sent: number; readonly received: number };
-  readonly timings: Readonly<Partial<Record<'decision' | 'dns' | 'connect' | 'total', number>>>;
-  readonly policy: string;
-}
+/** The record's shape is policy/egress's, so every proxy and every reader agree on one format. */
+export type DecisionRecord = EgressDecisionRecord;
 
 export interface DecisionLog {
   write(r: DecisionRecord): void;
@@ -55,7 +26,7 @@ export function openDecisionLog(file: string): DecisionLog {
   return {
     write(r) {
       if (closed || failure) return;
-      out.write(`${jcs(r)}\n`);
+      out.write(`${decisionLine(r)}\n`);
     },
     close() {
       if (closed) return Promise.resolve();

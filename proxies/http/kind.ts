@@ -7,6 +7,7 @@
  * Python requests and curl read.
  */
 import { dirname, join } from 'node:path';
+import type { EgressPolicy } from '../../policy/egress/index.js';
 import type { CleanRoomSpec } from '../../policy/spec.js';
 import type { ProxyContext, ProxyKindModule, RunningProxy } from '../proxy.js';
 import type { EgressEngine, Resolver } from './ports.js';
@@ -16,7 +17,7 @@ import { loadEgressEngine, loadInspector, loadTlsToolkit } from './toolkit.js';
 export interface HttpEgressEntry {
   readonly name: string;
   /** The validated `network.http.outbound` section (the egress policy document). */
-  readonly policy: unknown;
+  readonly policy: EgressPolicy;
   /** `http-egress.decisions.jsonl` beside the audit log. */
   readonly decisionLog: string;
   /** Relative file paths in the policy (tls.ca, inspect.schema) are read against this (the spec's directory). */
@@ -52,14 +53,14 @@ export async function runHttpEgress(
   ctx: ProxyContext,
   overrides: HttpEgressOverrides = {},
 ): Promise<RunningProxy> {
+  // Every DEK a secure rule names must be released before the proxy listens: a missing key
+  // is a failed start (PROXY_UNKNOWN_DEK), never a rule that fails at its first request.
+  for (const rule of entry.policy.allow) if (rule.dek !== undefined) ctx.dataKey(rule.dek);
   const [eng, toolkit, inspector] = await Promise.all([
     overrides.engine ?? loadEgressEngine({ parsed: entry.policy, baseDir: entry.baseDir }),
     loadTlsToolkit(),
     loadInspector(),
   ]);
-  if (!toolkit)
-    ctx.log('http-egress: TLS toolkit not available: trusted, secure and inspected HTTPS are refused');
-  if (!inspector) ctx.log('http-egress: inspector not available: rules that inspect bodies are refused');
   const server = await startHttpEgress({
     name: entry.name,
     engine: eng,
@@ -74,7 +75,7 @@ export async function runHttpEgress(
     stateDir: ctx.stateDir,
     ownListeners: () => ctx.ownListeners(),
   });
-  const mode = (entry.policy as { mode?: string } | undefined)?.mode;
+  const mode = entry.policy.mode;
   return {
     name: entry.name,
     kind: 'http-egress',
@@ -89,8 +90,7 @@ export async function runHttpEgress(
 export const httpEgressKind: ProxyKindModule<HttpEgressEntry> = {
   kind: 'http-egress',
   entries(spec: CleanRoomSpec): HttpEgressEntry[] {
-    const outbound = (spec as unknown as { network?: { http?: { outbound?: unknown } } }).network?.http
-      ?.outbound;
+    const outbound = spec.network?.http?.outbound;
     if (outbound === undefined) return [];
     return [
       {

@@ -14,6 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -111,7 +113,106 @@ const blobVolume: KindCase = {
   },
 };
 
-const KINDS: KindCase[] = [blobVolume];
+// ------------------------------------------------------------------ http-egress
+
+/** A loopback upstream that answers every request with its method and path. */
+const upstream = createServer((req, res) => {
+  req.resume();
+  req.on('end', () => res.end(`${req.method} ${req.url}`));
+});
+const upstreamPort = new Promise<number>((ok) =>
+  upstream.listen(0, '127.0.0.1', () => ok((upstream.address() as AddressInfo).port)),
+);
+after(() => upstream.close());
+
+async function egressSpec(o: { dek?: string; schema?: string } = {}): Promise<CleanRoomSpec> {
+  const port = await upstreamPort;
+  return parseSpec(
+    JSON.stringify({
+      version: 1,
+      attestation: { provider: 'virtual', allowInsecureVirtual: true, virtualPolicyFile: 'p.rego' },
+      keys: { keks: [], deks: [{ name: o.dek ?? 'dek-a', source: { kind: 'file', path: 'dek.key' } }] },
+      network: {
+        http: {
+          outbound: {
+            mode: 'open',
+            allow: [
+              { host: '127.0.0.1', ports: [port], methods: ['GET'], paths: ['/ok/**'] },
+              ...(o.schema
+                ? [{ host: 'schema.test', inspect: { schema: o.schema, action: 'block' } }]
+                : []),
+              { host: 'sealed.test', mode: 'secure', dek: o.dek ?? 'dek-a' },
+            ],
+            allowAddresses: [`127.0.0.1:${port}`],
+          },
+        },
+      },
+    }),
+  );
+}
+
+/** One request through the proxy as the application would send it (its environment only). */
+function viaProxy(p: RunningProxy, url: string): Promise<{ status: number; body: string; reason?: string }> {
+  const proxy = new URL(p.appEnv.HTTP_PROXY ?? '');
+  const auth = Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`);
+  return new Promise((ok, fail) => {
+    const req = httpRequest(
+      {
+        host: proxy.hostname,
+        port: Number(proxy.port),
+        path: url,
+        headers: { host: new URL(url).host, 'proxy-authorization': `Basic ${auth.toString('base64')}` },
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (body += c));
+        res.on('end', () =>
+          ok({ status: res.statusCode ?? 0, body, reason: res.headers['membrane-reason'] as string | undefined }),
+        );
+      },
+    );
+    req.on('error', fail);
+    req.end();
+  });
+}
+
+const httpEgress: KindCase = {
+  kind: 'http-egress',
+  async makeEntry() {
+    return { spec: await egressSpec(), deks: new Map([['dek-a', randomBytes(32)]]) };
+  },
+  async reach(p) {
+    assert.equal(p.endpoint.type, 'listen');
+    const port = await upstreamPort;
+    const r = await viaProxy(p, `http://127.0.0.1:${port}/ok/x`);
+    assert.deepEqual([r.status, r.body], [200, 'GET /ok/x']);
+  },
+  async provoke(p) {
+    const port = await upstreamPort;
+    const r = await viaProxy(p, `http://127.0.0.1:${port}/not-allowed`);
+    assert.equal(r.status, 403);
+    assert.ok(r.reason, 'a refusal names its reason');
+  },
+  async failures(tmp) {
+    return [
+      {
+        why: 'its DEK was not released',
+        spec: await egressSpec({ dek: 'dek-missing' }),
+        deks: new Map([['dek-a', randomBytes(32)]]),
+        code: 'PROXY_UNKNOWN_DEK',
+      },
+      {
+        why: 'a referenced JSON schema file is missing',
+        spec: await egressSpec({ schema: join(tmp, 'missing.schema.json') }),
+        deks: new Map([['dek-a', randomBytes(32)]]),
+        code: 'EGRESS_POLICY_INVALID',
+      },
+    ];
+  },
+};
+
+const KINDS: KindCase[] = [blobVolume, httpEgress];
 
 // ------------------------------------------------------------------ kind-neutral machinery
 
