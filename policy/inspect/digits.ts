@@ -9,8 +9,8 @@
  * keyword), or a lone 9-digit group next to one. A run glued to a word (a letter or digit right
  * before or after it, a decimal point before a digit, `ORD-`) is an identifier or a decimal, not PII.
  *
- * Memory is a ring of the last six groups (19 digits each at most): nothing else is kept, whatever
- * the run's length.
+ * Memory is a ring of the last six groups (19 digits each at most) and the last 128 decoded bytes
+ * (for the SSN keyword look-back): nothing else is kept, whatever the run's length.
  */
 
 import { CLASS, type Detector, DIGIT, type Hit, LETTER, LOWER, UPPER, WORD } from './types.js';
@@ -27,6 +27,9 @@ const RING = 6;
 const MAXD = 20;
 /** How far (decoded bytes) after an SSN keyword a space-separated or bare 9-digit SSN is looked for. */
 export const SSN_KEYWORD_WINDOW = 32;
+/** Decoded bytes kept from earlier chunks: the window, the longest keyword context (`social security`) and a group. */
+const TAIL = 128;
+const EMPTY = new Uint8Array(0);
 
 export class DigitRunDetector implements Detector {
   private mode = IDLE;
@@ -42,14 +45,13 @@ export class DigitRunDetector implements Detector {
   private readonly sepBefore = new Uint8Array(RING);
   private readonly digits = new Uint8Array(RING * MAXD);
   private readonly scratch = new Uint8Array(MAXD);
-  // SSN keyword context: the current letter word (lower-cased, first 8 letters) and where the last
-  // keyword ended.
-  private readonly word = new Uint8Array(8);
-  private wordLen = 0;
-  private prevLower = false;
-  private socialEnd = -10;
-  private keywordEnd = -1_000;
-
+  // SSN keyword context is not tracked byte by byte: only when an SSN candidate needs a keyword
+  // does keywordNear() look back over the decoded bytes before it — the current chunk, or `tail`,
+  // the last TAIL decoded bytes of earlier chunks (a ring indexed by decoded position).
+  private readonly tail = new Uint8Array(TAIL);
+  private cur: Uint8Array = EMPTY;
+  private curStart = 0; // decoded position of cur[0]
+  private curN = 0;
   constructor(
     private readonly cards: boolean,
     private readonly ssn: boolean,
@@ -57,33 +59,50 @@ export class DigitRunDetector implements Detector {
 
   /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
   scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
-    // Between runs, only a digit or the first letter of an SSN keyword (an 's' starting a word)
-    // changes anything but the two-byte look-behind: skip the rest in a tight loop.
-    const ssn = this.ssn;
+    this.cur = buf;
+    this.curStart = this.pos;
+    this.curN = n;
     let i = 0;
     while (i < n) {
-      if (this.mode === IDLE && this.wordLen === 0) {
-        const from = i;
+      // Between runs only a digit changes anything but the two-byte look-behind; inside a group,
+      // digits only lengthen it. Both are tight loops; step() sees the bytes that change state.
+      const from = i;
+      if (this.mode === IDLE) {
+        for (;;) {
+          while (i < n && ((CLASS[buf[i] as number] as number) & DIGIT) === 0) i++;
+          // Digits glued to a letter after them (hex digests, ids) end the run as an identifier:
+          // step() would open a group and drop it at the letter. Skip them and the letter.
+          let j = i;
+          while (j < n && ((CLASS[buf[j] as number] as number) & DIGIT) !== 0) j++;
+          if (j === n || ((CLASS[buf[j] as number] as number) & LETTER) === 0) break;
+          i = j + 1;
+        }
+      } else if (this.mode === GROUP) {
+        const k = (this.count - 1) % RING;
+        let len = this.len[k] as number;
         for (; i < n; i++) {
           const b = buf[i] as number;
-          if ((CLASS[b] as number) & DIGIT) break;
-          if (ssn && (b | 0x20) === 0x73) {
-            const prev = i > 0 ? (buf[i - 1] as number) : this.p1;
-            const pc = CLASS[prev] as number;
-            if ((pc & LETTER) === 0 || (b === 0x53 && (pc & LOWER) !== 0)) break;
-          }
+          if (((CLASS[b] as number) & DIGIT) === 0) break;
+          if (len < MAXD) this.digits[k * MAXD + len] = b - 48;
+          len++;
         }
-        if (i > from) {
-          this.p2 = i - from >= 2 ? (buf[i - 2] as number) : this.p1;
-          this.p1 = buf[i - 1] as number;
-          this.pos += i - from;
-          if (i === n) break;
-        }
+        this.len[k] = len;
+      }
+      if (i > from) {
+        this.p2 = i - from >= 2 ? (buf[i - 2] as number) : this.p1;
+        this.p1 = buf[i - 1] as number;
+        this.pos += i - from;
+        if (i === n) break;
       }
       const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
       if (h) out.push(h);
       i++;
     }
+    // Keep the last TAIL decoded bytes for keyword look-backs from later chunks.
+    for (let p = Math.max(this.curStart, this.pos - TAIL); p < this.pos; p++)
+      this.tail[p % TAIL] = buf[p - this.curStart] as number;
+    this.cur = EMPTY;
+    this.curN = 0;
   }
 
   step(b: number, at: number): Hit | undefined {
@@ -124,7 +143,6 @@ export class DigitRunDetector implements Detector {
       this.group(b, at, 0);
       this.mode = GROUP;
     }
-    if (this.ssn) this.trackWord(b, c);
     this.p2 = this.p1;
     this.p1 = b;
     this.pos++;
@@ -132,7 +150,6 @@ export class DigitRunDetector implements Detector {
   }
 
   finish(): Hit | undefined {
-    if (this.wordLen > 0) this.endWord();
     return this.mode === IDLE ? undefined : this.endRun(false);
   }
 
@@ -177,9 +194,59 @@ export class DigitRunDetector implements Detector {
     return this.len[g % RING] as number;
   }
 
+  /** Whether an SSN keyword ends within SSN_KEYWORD_WINDOW decoded bytes before group g's first digit. */
   private nearKeyword(g: number): boolean {
-    const d = (this.at[g % RING] as number) - this.keywordEnd;
-    return d >= 0 && d <= SSN_KEYWORD_WINDOW;
+    const at = this.at[g % RING] as number;
+    for (let e = at; e >= at - SSN_KEYWORD_WINDOW && e > 0; e--) if (this.keywordEndsAt(e)) return true;
+    return false;
+  }
+
+  /** The decoded byte at position p (0 before the body): from the chunk being scanned, else the tail. */
+  private byteAt(p: number): number {
+    if (p < 0) return 0;
+    const q = p - this.curStart;
+    if (q >= 0 && q < this.curN) return this.cur[q] as number;
+    return this.tail[p % TAIL] as number;
+  }
+
+  /**
+   * Words are runs of letters, also split where an upper-case letter follows a lower-case one
+   * (camelCase). Returns the length of the word that ends right before position e (0 when the
+   * byte before e is no letter or e does not end a word; 9 stands for "longer than 8").
+   */
+  private wordEndingAt(e: number): number {
+    const last = CLASS[this.byteAt(e - 1)] as number;
+    if ((last & LETTER) === 0) return 0;
+    const term = CLASS[this.byteAt(e)] as number;
+    if ((term & LETTER) !== 0 && !((term & UPPER) !== 0 && (last & LOWER) !== 0)) return 0;
+    let n = 1;
+    let next = last;
+    for (; n < 9; n++) {
+      const c = CLASS[this.byteAt(e - 1 - n)] as number;
+      if ((c & LETTER) === 0 || ((next & UPPER) !== 0 && (c & LOWER) !== 0)) break;
+      next = c;
+    }
+    return n;
+  }
+
+  /** Keywords: `ssn`, `ssns`, and `social` followed by `security` (any case, camelCase or snake_case). */
+  private keywordEndsAt(e: number): boolean {
+    const z = this.byteAt(e - 1) | 0x20;
+    if (z !== 0x6e && z !== 0x73 && z !== 0x79) return false; // ssn, ssns, security
+    const n = this.wordEndingAt(e);
+    if (n === 3 || n === 4) return this.wordIs(e - n, n === 3 ? 'ssn' : 'ssns');
+    if (n !== 8 || !this.wordIs(e - 8, 'security')) return false;
+    // `social` must end where `security` starts (camelCase) or one byte before it.
+    const s = e - 8;
+    return (
+      (this.wordEndingAt(s) === 6 && this.wordIs(s - 6, 'social')) ||
+      (this.wordEndingAt(s - 1) === 6 && this.wordIs(s - 7, 'social'))
+    );
+  }
+
+  private wordIs(from: number, w: string): boolean {
+    for (let i = 0; i < w.length; i++) if ((this.byteAt(from + i) | 0x20) !== w.charCodeAt(i)) return false;
+    return true;
   }
 
   private ssnEndingAt(j: number, last: boolean, next: number): Hit | undefined {
@@ -251,31 +318,4 @@ export class DigitRunDetector implements Detector {
     }
     return isCardNumber(this.scratch, 0, total);
   }
-
-  private trackWord(b: number, c: number): void {
-    if (c & LETTER) {
-      if (this.wordLen > 0 && c & UPPER && this.prevLower) this.endWord();
-      if (this.wordLen < 8) this.word[this.wordLen] = b | 0x20;
-      this.wordLen++;
-      this.prevLower = (c & LOWER) !== 0;
-    } else if (this.wordLen > 0) this.endWord();
-  }
-
-  /** Keywords: `ssn`, `ssns`, and `social` followed by `security` (any case, camelCase or snake_case). */
-  private endWord(): void {
-    const w = this.word;
-    const n = this.wordLen;
-    this.wordLen = 0;
-    this.prevLower = false;
-    if ((n === 3 || (n === 4 && w[3] === 0x73)) && w[0] === 0x73 && w[1] === 0x73 && w[2] === 0x6e) {
-      this.keywordEnd = this.pos;
-    } else if (n === 6 && isWord(w, 'social')) this.socialEnd = this.pos;
-    else if (n === 8 && isWord(w, 'security') && this.pos - 8 - this.socialEnd <= 1)
-      this.keywordEnd = this.pos;
-  }
-}
-
-function isWord(w: Uint8Array, s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (w[i] !== s.charCodeAt(i)) return false;
-  return true;
 }

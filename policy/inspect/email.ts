@@ -33,19 +33,39 @@ export class EmailDetector implements Detector {
   /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
   scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
     for (let i = 0; i < n; i++) {
-      // Outside any local-part run, bytes that cannot start one (nor be '@') change nothing.
-      if (this.state === LOCAL_PART && this.runLen === 0) {
-        while (i < n && ((CLASS[buf[i] as number] as number) & LOCAL) === 0 && buf[i] !== AT) i++;
-        if (i === n) break;
-      } else if (this.state === LOCAL_PART) {
-        // Inside a local-part run, letters and digits only make it longer.
-        const from = i;
-        while (i < n && ((CLASS[buf[i] as number] as number) & WORD) !== 0) i++;
-        if (i > from) {
-          this.runLen += i - from;
-          this.lastDot = false;
+      if (this.state === LOCAL_PART) {
+        // Before an '@' only the local-part run changes: track it here (what step() does for
+        // these bytes), so step() runs only at an '@' and inside domains.
+        let runLen = this.runLen;
+        let lastDot = this.lastDot;
+        for (; i < n; i++) {
+          // Tight loops first: outside a run nothing but a local-part character or '@' matters;
+          // inside one, letters and digits only make it longer.
+          if (runLen === 0) {
+            while (i < n && ((CLASS[buf[i] as number] as number) & LOCAL) === 0 && buf[i] !== AT) i++;
+          } else {
+            const from = i;
+            while (i < n && ((CLASS[buf[i] as number] as number) & WORD) !== 0) i++;
+            if (i > from) {
+              runLen += i - from;
+              lastDot = false;
+            }
+          }
           if (i === n) break;
+          const b = buf[i] as number;
+          if (b === AT) break;
+          if (((CLASS[b] as number) & LOCAL) === 0 || (b === DOT && (runLen === 0 || lastDot))) {
+            runLen = 0; // not a local-part character, or a leading or doubled dot
+            lastDot = false;
+          } else {
+            if (runLen === 0) this.runStart = offs ? (offs[i] as number) : base + i;
+            runLen++;
+            lastDot = b === DOT;
+          }
         }
+        this.runLen = runLen;
+        this.lastDot = lastDot;
+        if (i === n) break;
       }
       const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);
       if (h) out.push(h);

@@ -38,12 +38,29 @@ export class IbanDetector implements Detector {
   /** Scans n decoded bytes; raw offset of byte i is offs[i], or base + i when offs is null. */
   scan(buf: Uint8Array, n: number, offs: Float64Array | null, base: number, out: Hit[]): void {
     for (let i = 0; i < n; i++) {
-      // Between candidates only word boundaries matter: skip in tight loops.
-      if (this.state === SKIP) {
-        while (i < n && (CLASS[buf[i] as number] as number) & WORD) i++;
-        if (i === n) break;
-      } else if (this.state === IDLE) {
-        while (i < n && ((CLASS[buf[i] as number] as number) & WORD) === 0) i++;
+      // Between candidates only word boundaries matter, and a word can start one only with a
+      // letter: follow IDLE and SKIP here (what step() does for them), step() from a letter on.
+      let s = this.state;
+      if (s === IDLE || s === SKIP) {
+        for (; i < n; i++) {
+          const c = CLASS[buf[i] as number] as number;
+          if (s === SKIP) {
+            if ((c & WORD) === 0) s = IDLE;
+          } else if (c & DIGIT) s = SKIP;
+          else if (c & LETTER) {
+            // A word's first two characters decide whether it can start a candidate; most cannot
+            // (no IBAN country code, or not two letters): settle those here, without step().
+            if (i + 1 === n) break;
+            const b1 = buf[i + 1] as number;
+            const c1 = CLASS[b1] as number;
+            if (c1 & LETTER) {
+              if (LENGTH[(((buf[i] as number) & 0xdf) - 65) * 26 + (b1 & 0xdf) - 65]) break;
+              s = SKIP;
+            } else s = c1 & WORD ? SKIP : IDLE;
+            i++;
+          }
+        }
+        this.state = s;
         if (i === n) break;
       }
       const h = this.step(buf[i] as number, offs ? (offs[i] as number) : base + i);

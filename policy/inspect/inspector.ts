@@ -154,7 +154,16 @@ class StreamInspector implements Inspector {
       chunk.indexOf(BACKSLASH) === -1 &&
       !(this.form && chunk.indexOf(PLUS) !== -1)
     )
-      return this.scan(chunk, chunk.length, null, base);
+      // A plain Uint8Array view: the detectors' loops then index one kind of array (a Buffer's
+      // element loads would make them polymorphic with `dec`, and slower).
+      return this.scan(
+        chunk.constructor === Uint8Array
+          ? chunk
+          : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length),
+        chunk.length,
+        null,
+        base,
+      );
     const n = this.decodeChunk(chunk, base);
     return this.scan(this.dec, n, this.offs, base);
   }

@@ -62,6 +62,8 @@ export const HEX = 8;
 export const LOCAL = 16;
 /** Characters of a domain name: [A-Za-z0-9.-]. */
 export const DOMAIN = 32;
+/** Characters of an IP literal run: hex digits, ':' and '.'. */
+export const IP_RUN = 64;
 export const LETTER = UPPER | LOWER;
 export const WORD = DIGIT | LETTER;
 
@@ -72,5 +74,7 @@ export const CLASS: Uint8Array = (() => {
   for (let c = 0x61; c <= 0x7a; c++) t[c] = LOWER | LOCAL | DOMAIN | (c <= 0x66 ? HEX : 0);
   for (const c of '._%+-') t[c.charCodeAt(0)] |= LOCAL;
   for (const c of '.-') t[c.charCodeAt(0)] |= DOMAIN;
+  for (let c = 0; c < 256; c++) if (t[c] & HEX) t[c] |= IP_RUN;
+  for (const c of ':.') t[c.charCodeAt(0)] |= IP_RUN;
   return t;
 })();

@@ -213,3 +213,53 @@ describe('open-mode PII inspector', () => {
     );
   });
 });
+
+/**
+ * The SSN keyword context, checked by looking back from the number over the decoded bytes (kept
+ * across chunks): [what, body, the finding's rule or undefined when the body must pass, raw offset].
+ */
+const ssnContext: ReadonlyArray<readonly [string, string, string | undefined, number?]> = [
+  ['a keyword ending 32 bytes before the number', `ssn${' '.repeat(32)}123456789`, 'pii.us-ssn.keyword', 35],
+  ['a keyword ending 33 bytes before the number', `ssn${' '.repeat(33)}123456789`, undefined],
+  ['spaced groups 32 bytes after a keyword', `SSN${' '.repeat(32)}123 45 6789`, 'pii.us-ssn', 35],
+  ['spaced groups 33 bytes after a keyword', `SSN${' '.repeat(33)}123 45 6789`, undefined],
+  ['the plural keyword', 'SSNs: 123456789', 'pii.us-ssn.keyword', 6],
+  ['a camelCase keyword', 'mySsn=123456789', 'pii.us-ssn.keyword', 6],
+  ['a snake_case "social_security"', 'social_security 123456789', 'pii.us-ssn.keyword', 16],
+  [
+    'an upper-case "SOCIAL SECURITY" and a word between',
+    'SOCIAL SECURITY no. 123456789',
+    'pii.us-ssn.keyword',
+    20,
+  ],
+  ['a percent-encoded keyword', 'ss%6E=123456789', 'pii.us-ssn.keyword', 6],
+  [
+    'a JSON-escaped keyword in a long escape run',
+    '"\\u0073\\u0073\\u006e":"123456789"',
+    'pii.us-ssn.keyword',
+    22,
+  ],
+  ['a keyword inside a longer word', 'xssn 123456789', undefined],
+  ['a keyword followed by more letters', 'ssnx 123456789', undefined],
+  ['a word that only starts like the keyword', 'SSNumber 123456789', undefined],
+  ['"social security" written as one word', 'socialsecurity 123456789', undefined],
+  ['"social" and "security" two spaces apart', 'social  security 123456789', undefined],
+  ['"security" alone', 'security 123456789', undefined],
+  ['a keyword glued to the number', 'ssn123456789', undefined],
+];
+
+describe('SSN keyword context', () => {
+  for (const [what, body, rule, offset] of ssnContext) {
+    test(`${rule ? 'finds' : 'passes'} ${what}, whole, split at every offset and byte by byte`, () => {
+      const buf = Buffer.from(body);
+      const want = rule ? { kind: 'us-ssn', offset, rule, action: 'block' } : undefined;
+      for (let at = 0; at <= buf.length; at++)
+        assert.deepEqual(splitScan(block, buf, at).finding, want, `split at ${at}`);
+      const ins = createInspector(block);
+      let f: Finding | undefined;
+      for (const b of buf) f ??= ins.push(Buffer.of(b));
+      f ??= ins.end();
+      assert.deepEqual(f, want, 'byte by byte');
+    });
+  }
+});
