@@ -13,7 +13,8 @@ export function escapeXml(s: string): string {
 }
 
 export function renderChart(r: BenchReport, reference?: { label: string; bytesPerSecond: number }): string {
-  const cases = r.cases;
+  // Cases without a byte rate (e.g. policy decisions) have no bar.
+  const cases = r.cases.filter((c) => c.bytesPerSecond > 0);
   const impls = [...new Set(cases.map((c) => c.impl))];
   const colour = (impl: string) => PALETTE[impls.indexOf(impl) % PALETTE.length]!;
   const labelW = 330;

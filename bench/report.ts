@@ -7,6 +7,7 @@ const ratio = (r: number | undefined) => (r === undefined ? '-' : r.toFixed(r >=
 const mib = (b: number) => `${(b / (1024 * 1024)).toFixed(0)} MiB`;
 
 function frameLabel(c: BenchCase): string {
+  if (c.frameBytes === 0) return '-';
   return c.impl === 'node-crypto-oneshot' ? `1 x ${formatSize(c.frameBytes)}` : formatSize(c.frameBytes);
 }
 
@@ -58,6 +59,40 @@ export function formatTable(cases: readonly BenchCase[]): string {
       get: (c) => (c.peakRssBytes === undefined ? '-' : mib(c.peakRssBytes)),
       right: true,
     });
+  const opt = (title: string, get: (c: BenchCase) => number | undefined, fmt: (n: number) => string) => {
+    if (cases.some((c) => get(c) !== undefined))
+      cols.push({ title, get: (c) => (get(c) === undefined ? '-' : fmt(get(c) as number)), right: true });
+  };
+  opt(
+    'req/s',
+    (c) => c.requestsPerSecond,
+    (n) => Math.round(n).toString(),
+  );
+  opt(
+    'p50 ms',
+    (c) => c.latencyP50Ms,
+    (n) => n.toFixed(n < 0.1 ? 4 : 2),
+  );
+  opt(
+    'p99 ms',
+    (c) => c.latencyP99Ms,
+    (n) => n.toFixed(n < 0.1 ? 4 : 2),
+  );
+  opt(
+    'x tinyproxy',
+    (c) => c.ratioToTinyproxy,
+    (n) => ratio(n),
+  );
+  opt(
+    'x direct',
+    (c) => c.ratioToDirect,
+    (n) => ratio(n),
+  );
+  opt(
+    'proxy CPU us/req',
+    (c) => c.proxyCpuMicrosPerRequest,
+    (n) => n.toFixed(0),
+  );
   const rows = cases.map((c) => cols.map((col) => col.get(c)));
   const widths = cols.map((col, i) => Math.max(col.title.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) =>

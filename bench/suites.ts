@@ -19,4 +19,9 @@ export const SUITES: Readonly<Record<string, SuiteEntry>> = {
     summary: 'FUSE blob volume: sequential/random reads and writes vs the no-crypto ceiling and gocryptfs',
     load: async () => (await import('./volume.js')).suite,
   },
+  egress: {
+    summary:
+      'HTTP egress proxy: keep-alive req/s, p50/p99, CONNECT MB/s vs direct and tinyproxy; decision cost, inspection',
+    load: async () => (await import('./egress.js')).suite,
+  },
 };

@@ -43,6 +43,19 @@ export interface BenchCase {
   /** Slowest and fastest repetition, to show the noise around the median. */
   minBytesPerSecond?: number;
   maxBytesPerSecond?: number;
+  /** Egress suite: completed requests (or policy decisions) per second, median over repetitions. */
+  requestsPerSecond?: number;
+  /** Egress suite: latency percentiles in milliseconds (medians of each repetition's). */
+  latencyP50Ms?: number;
+  latencyP99Ms?: number;
+  /** Egress suite: req/s ratio to tinyproxy on the same operation. */
+  ratioToTinyproxy?: number;
+  /** Egress suite: ratio to the direct path (req/s, or MB/s for CONNECT). */
+  ratioToDirect?: number;
+  /** Egress suite: CPU microseconds of the proxy process per request (where the time goes). */
+  proxyCpuMicrosPerRequest?: number;
+  /** Egress suite: socket errors and non-2xx answers over all repetitions (0 for a valid run). */
+  errors?: number;
   /** Free-form detail (e.g. the AEAD backend a child process used). */
   note?: string;
 }

@@ -7,12 +7,17 @@
 //   3. The consumer supplies an RSA public key for the report.
 //   4. `membrane up` attests (virtual evidence), gets a token, releases the KEKs, unwraps the DEKs,
 //      mounts both ledgers read-only and a trusted-mode report sink, and runs the reconciliation app.
-//   5. The consumer decrypts the report with its private key; the demo prints it and the audit trail.
+//      The app also posts its summary counts to the consumer's API over Membrane's HTTP egress proxy
+//      (trusted mode: the proxy verifies the API's TLS and its pinned key) and tries to send a ledger
+//      row to a host the spec does not allow; the proxy refuses it by rule, before any DNS.
+//   5. The consumer decrypts the report with its private key; the demo prints it and the audit trail,
+//      including the refusal's `http.denied` record.
 //
 // Everything runs unattended in a temporary directory that is removed at the end (--keep keeps it).
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +73,7 @@ async function main() {
   const work = await mkdtemp(join(tmpdir(), 'membrane-demo-'));
   const p = (...s) => join(work, ...s);
   let emulators;
+  let consumerApi;
   try {
     step(1, 'Publishers protect their ledgers (org A and org B), each with its own DEK');
     const { a, b } = ledgers(2000);
@@ -151,7 +157,11 @@ async function main() {
     }
 
     step(5, 'membrane up: attest, release, unwrap, mount, run the reconciliation app');
-    const spec = cleanroomSpec({ work, emulators, digests });
+    consumerApi = await startConsumerApi(p('consumer-api'));
+    console.log(
+      `  consumer API: https://127.0.0.1:${consumerApi.port} (its key pinned in network.http.outbound, trusted mode)`,
+    );
+    const spec = cleanroomSpec({ work, emulators, digests, api: consumerApi });
     await writeFile(p('cleanroom.yaml'), spec);
     await membrane(['spec', 'validate', '-f', p('cleanroom.yaml')]);
     await membrane([
@@ -164,7 +174,11 @@ async function main() {
       p('mnt', 'ledger-a'),
       p('mnt', 'ledger-b'),
       p('mnt', 'report'),
+      `http://127.0.0.1:${consumerApi.port}`,
     ]);
+    for (const r of consumerApi.received)
+      console.log(`  the consumer API received over verified TLS: ${r.method} ${r.url} ${r.body}`);
+    if (consumerApi.received.length !== 1) throw new Error('the consumer API did not receive the summary');
 
     step(6, "The consumer verifies the run's signed manifest against the attestation, then decrypts");
     const stored = (await readdir(p('store', 'report'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
@@ -207,6 +221,9 @@ async function main() {
       .split('\n')
       .map((l) => JSON.parse(l));
     for (const r of audit) console.log(`  #${r.seq} ${r.time} ${r.type}${r.subject ? ` ${r.subject}` : ''}`);
+    const denied = audit.find((r) => r.type === 'http.denied');
+    if (!denied) throw new Error('no http.denied record for the refused upload');
+    console.log(`  the refusal, as audited:\n  ${JSON.stringify(denied)}`);
     await membrane(['audit', 'verify', '--file', p('audit.log')]);
 
     if (quickBench) {
@@ -216,6 +233,7 @@ async function main() {
     console.log(`\n${bold('Demo complete.')} ${keep ? `Files kept in ${work}` : ''}`);
   } finally {
     await emulators?.close();
+    await consumerApi?.close();
     if (!keep) await rm(work, { recursive: true, force: true });
   }
 }
@@ -242,6 +260,67 @@ function startEmulators(dir) {
       });
     });
     child.on('exit', (code) => reject(new Error(`emulators exited early (${code})`)));
+  });
+}
+
+/**
+ * The consumer's API: HTTPS on 127.0.0.1 with a self-signed certificate (openssl), whose
+ * public key the spec pins. Records what it receives so the demo can show it arrived.
+ */
+async function startConsumerApi(dir) {
+  await mkdir(dir, { recursive: true });
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=consumer-api',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+  ]);
+  const certPem = await readFile(cert, 'utf8');
+  const spki = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
+  const received = [];
+  const server = createHttpsServer({ key: await readFile(key), cert: certPem }, (req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (d) => (body += d));
+    req.on('end', () => {
+      received.push({ method: req.method, url: req.url, body });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"received":true}\n');
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    caFile: cert,
+    pin: createHash('sha256').update(spki).digest('base64'),
+    received,
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+/** Runs a tool; rejects with its stderr. */
+function run(cmd, args) {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 ? resolvePromise() : reject(new Error(`${cmd} exited ${code}: ${err}`)),
+    );
   });
 }
 
@@ -292,7 +371,7 @@ function vaultClient(emu, caPem) {
   };
 }
 
-function cleanroomSpec({ work, emulators, digests }) {
+function cleanroomSpec({ work, emulators, digests, api }) {
   const p = (...s) => join(work, ...s);
   return `# Membrane demo clean room (generated by scripts/demo.mjs)
 version: 1
@@ -330,6 +409,19 @@ datasinks:
     store: { type: fs, path: ${p('store', 'report')} }
     protection: { mode: trusted, recipientPublicKey: ${p('consumer.pub.pem')} }
     mount: ${p('mnt', 'report')}
+network:
+  http:
+    outbound:
+      mode: trusted
+      allow:
+        # The consumer's API only: its TLS verified against its certificate, its key pinned.
+        - host: 127.0.0.1
+          ports: [${api.port}]
+          methods: [POST]
+          paths: [/summary]
+          tls: { ca: ${api.caFile}, pins: ["${api.pin}"] }
+      # The API listens on loopback, which address classification refuses unless named here.
+      allowAddresses: ["127.0.0.1:${api.port}"]
 runtime:
   statusDir: ${p('status')}
   healthPort: 0

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 #  fio sqlite3 curl   - real clients run against the mounts and proxies in tests
 #  python3            - a real reader of mounted CSVs in tests
 #  gocryptfs          - the reference `membrane bench volume` compares the blob volume with
-APT_PACKAGES=(libfuse2 fuse fio sqlite3 curl python3 gocryptfs)
+#  tinyproxy wrk      - the reference proxy and the load generator `membrane bench egress` uses
+APT_PACKAGES=(libfuse2 fuse fio sqlite3 curl python3 gocryptfs tinyproxy wrk)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

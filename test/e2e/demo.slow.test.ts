@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
-test('the demo runs unattended: attests, releases, mounts, reconciles, and the consumer reads the report', async () => {
+test('the demo runs unattended: attests, releases, mounts, reconciles, posts its summary over the proxy, is refused an unknown host, and the consumer reads the report', async () => {
   const { stdout } = await run(process.execPath, [join(repoRoot, 'scripts', 'demo.mjs'), '--no-bench'], {
     cwd: repoRoot,
     maxBuffer: 16 * 1024 * 1024,
@@ -20,6 +20,19 @@ test('the demo runs unattended: attests, releases, mounts, reconciles, and the c
   assert.match(stdout, /reconcile: compared 2000 \+ 1981 records, \d+ mismatches/);
   assert.match(stdout, /\| mismatches: \d+/);
   assert.match(stdout, /TX00131,amount differs,/);
+  // The app's HTTP calls: the summary reaches the consumer API over the proxy (trusted mode),
+  // the upload to a host the spec does not allow is refused by rule, and the refusal is audited.
+  assert.match(stdout, /reconcile: summary counts posted to the consumer API: HTTP 200/);
+  assert.match(
+    stdout,
+    /the consumer API received over verified TLS: POST \/summary \{"recordsA":2000,"recordsB":1981,/,
+  );
+  assert.match(
+    stdout,
+    /reconcile: sending a ledger row to exfil\.example\.net: HTTP 403, Membrane-Reason: .+/,
+  );
+  assert.match(stdout, /#\d+ \S+ http\.denied exfil\.example\.net:80/);
+  assert.match(stdout, /the refusal, as audited:\n {2}\{.*"type":"http\.denied".*"rule":"default-deny"/);
   assert.match(stdout, /audit chain intact, \d+ records/);
   assert.match(stdout, /Demo complete\./);
 });
