@@ -12,18 +12,24 @@ export type DecisionRecord = EgressDecisionRecord;
 
 export interface DecisionLog {
   write(r: DecisionRecord): void;
+  /** Set once a write failed: the proxy then refuses every request (no decision without evidence). */
+  readonly failed?: Error;
   close(): Promise<void>;
 }
 
 export function openDecisionLog(file: string): DecisionLog {
   const out: WriteStream = createWriteStream(file, { flags: 'a', mode: 0o600 });
-  // A failing log must not crash the proxy; the error is kept and surfaces at close.
+  // A failing log must not crash the proxy: the error is kept, every later request is refused
+  // (server.ts admit), and it surfaces at close.
   let failure: Error | undefined;
   out.on('error', (e) => {
     failure ??= e;
   });
   let closed = false;
   return {
+    get failed() {
+      return failure;
+    },
     write(r) {
       if (closed || failure) return;
       out.write(`${decisionLine(r)}\n`);

@@ -114,7 +114,8 @@ export const httpErrorInfo: Readonly<Record<HttpErrorCode, HttpErrorInfo>> = {
   },
   [HttpErrorCode.PROXY_UNAVAILABLE]: {
     status: 502,
-    check: 'this build lacks the egress policy evaluator (policy/egress)',
+    check:
+      'the decision log could not be written (disk full, permissions): decisions are evidence, so the proxy refuses until restarted',
   },
 };
 

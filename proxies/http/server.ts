@@ -134,6 +134,10 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
   const admit = (req: IncomingMessage, outer: boolean): void => {
     if (draining)
       throw new Refusal(HttpErrorCode.UPSTREAM_FAILED, 'the proxy is stopping', { check: 'stopping' });
+    if (sh.decisions.failed)
+      throw new Refusal(HttpErrorCode.PROXY_UNAVAILABLE, 'the decision log cannot be written', {
+        check: 'decision-log',
+      });
     for (let i = 1; i < req.rawHeaders.length; i += 2)
       if (!isUtf8(Buffer.from(req.rawHeaders[i] as string, 'latin1')))
         throw new Refusal(HttpErrorCode.MALFORMED, `header ${req.rawHeaders[i - 1]} is not valid UTF-8`, {

@@ -30,13 +30,6 @@ export async function loadInspector(): Promise<InspectorFactory> {
   return createInspector;
 }
 
-/** The parts of policy/egress's compiled policy the proxy reads. */
-interface CompiledShape {
-  readonly digest: string;
-  readonly limits: EgressEngine['limits'];
-  readonly allow: readonly { readonly mode: string; readonly inspect?: unknown }[];
-}
-
 /**
  * An engine over an egress policy — the text of a policy file, or the already validated
  * `network.http.outbound` section of a spec — through policy/egress's evaluator

@@ -13,9 +13,9 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -138,9 +138,7 @@ async function egressSpec(o: { dek?: string; schema?: string } = {}): Promise<Cl
             mode: 'open',
             allow: [
               { host: '127.0.0.1', ports: [port], methods: ['GET'], paths: ['/ok/**'] },
-              ...(o.schema
-                ? [{ host: 'schema.test', inspect: { schema: o.schema, action: 'block' } }]
-                : []),
+              ...(o.schema ? [{ host: 'schema.test', inspect: { schema: o.schema, action: 'block' } }] : []),
               { host: 'sealed.test', mode: 'secure', dek: o.dek ?? 'dek-a' },
             ],
             allowAddresses: [`127.0.0.1:${port}`],
@@ -168,7 +166,11 @@ function viaProxy(p: RunningProxy, url: string): Promise<{ status: number; body:
         res.setEncoding('utf8');
         res.on('data', (c) => (body += c));
         res.on('end', () =>
-          ok({ status: res.statusCode ?? 0, body, reason: res.headers['membrane-reason'] as string | undefined }),
+          ok({
+            status: res.statusCode ?? 0,
+            body,
+            reason: res.headers['membrane-reason'] as string | undefined,
+          }),
         );
       },
     );

@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { parseEgressPolicy } from '../../policy/egress/index.js';
 import type { CleanRoomSpec } from '../../policy/spec.js';
 import { appEnvFor, DECISION_LOG_FILE, httpEgressKind, runHttpEgress } from '../../proxies/http/kind.js';
 import type { AuditEvent, ProxyContext } from '../../proxies/proxy.js';
@@ -88,7 +89,7 @@ describe('the http-egress kind', () => {
     const lines: string[] = [];
     const entry = {
       name: 'http-egress',
-      policy: { mode: 'open' },
+      policy: parseEgressPolicy('mode: open\n', 'inline'),
       decisionLog: join(dir, DECISION_LOG_FILE),
       baseDir: dir,
     };
