@@ -4,7 +4,9 @@
  * address class, byte counts and timings, and the digest of the policy that decided —
  * never bodies, query strings or header values.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { constants, createWriteStream, openSync, type WriteStream } from 'node:fs';
+import { MembraneError } from '../../policy/errors.js';
+import { HttpErrorCode } from './errors.js';
 import { decisionLine, type EgressDecisionRecord } from '../../policy/egress/index.js';
 
 /** The record's shape is policy/egress's, so every proxy and every reader agree on one format. */
@@ -17,8 +19,19 @@ export interface DecisionLog {
   close(): Promise<void>;
 }
 
+/** Opens (creates 0600) the log now, so a log that cannot be written is a failed start, not a first request. */
 export function openDecisionLog(file: string): DecisionLog {
-  const out: WriteStream = createWriteStream(file, { flags: 'a', mode: 0o600 });
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    throw new MembraneError(
+      HttpErrorCode.PROXY_UNAVAILABLE,
+      `cannot open the decision log: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { where: file, cause: e },
+    );
+  }
+  const out: WriteStream = createWriteStream('', { fd });
   // A failing log must not crash the proxy: the error is kept, every later request is refused
   // (server.ts admit), and it surfaces at close.
   let failure: Error | undefined;

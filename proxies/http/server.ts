@@ -72,6 +72,8 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
     : undefined;
   let ca: RunCa | undefined;
   let caFile: string | undefined;
+  // First: a log that cannot be opened fails the start before anything else exists.
+  const decisions: DecisionLog = o.decisionLog ? openDecisionLog(o.decisionLog) : nullDecisionLog;
   if (o.engine.interceptsTls && o.toolkit) {
     ca = await o.toolkit.createRunCa({ name: `Membrane run CA (${o.name})` });
     if (o.stateDir) {
@@ -79,7 +81,6 @@ export async function startHttpEgress(o: HttpEgressOptions): Promise<HttpEgressS
       writeFileSync(caFile, ca.certPem, { mode: 0o644 });
     }
   }
-  const decisions: DecisionLog = o.decisionLog ? openDecisionLog(o.decisionLog) : nullDecisionLog;
   const runId = randomBytes(4).toString('hex');
   let seq = 0;
   let listening: OwnListener | undefined;

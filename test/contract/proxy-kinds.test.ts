@@ -125,11 +125,12 @@ const upstreamPort = new Promise<number>((ok) =>
 );
 after(() => upstream.close());
 
-async function egressSpec(o: { dek?: string; schema?: string } = {}): Promise<CleanRoomSpec> {
+async function egressSpec(tmp: string, o: { dek?: string; schema?: string } = {}): Promise<CleanRoomSpec> {
   const port = await upstreamPort;
   return parseSpec(
     JSON.stringify({
       version: 1,
+      runtime: { auditLog: join(tmp, 'audit.log') },
       attestation: { provider: 'virtual', allowInsecureVirtual: true, virtualPolicyFile: 'p.rego' },
       keys: { keks: [], deks: [{ name: o.dek ?? 'dek-a', source: { kind: 'file', path: 'dek.key' } }] },
       network: {
@@ -181,8 +182,8 @@ function viaProxy(p: RunningProxy, url: string): Promise<{ status: number; body:
 
 const httpEgress: KindCase = {
   kind: 'http-egress',
-  async makeEntry() {
-    return { spec: await egressSpec(), deks: new Map([['dek-a', randomBytes(32)]]) };
+  async makeEntry(tmp) {
+    return { spec: await egressSpec(tmp), deks: new Map([['dek-a', randomBytes(32)]]) };
   },
   async reach(p) {
     assert.equal(p.endpoint.type, 'listen');
@@ -200,15 +201,21 @@ const httpEgress: KindCase = {
     return [
       {
         why: 'its DEK was not released',
-        spec: await egressSpec({ dek: 'dek-missing' }),
+        spec: await egressSpec(tmp, { dek: 'dek-missing' }),
         deks: new Map([['dek-a', randomBytes(32)]]),
         code: 'PROXY_UNKNOWN_DEK',
       },
       {
         why: 'a referenced JSON schema file is missing',
-        spec: await egressSpec({ schema: join(tmp, 'missing.schema.json') }),
+        spec: await egressSpec(tmp, { schema: join(tmp, 'missing.schema.json') }),
         deks: new Map([['dek-a', randomBytes(32)]]),
         code: 'EGRESS_POLICY_INVALID',
+      },
+      {
+        why: 'its decision log cannot be opened',
+        spec: await egressSpec(join(tmp, 'no-such-dir')),
+        deks: new Map([['dek-a', randomBytes(32)]]),
+        code: 'HTTP_PROXY_UNAVAILABLE',
       },
     ];
   },
@@ -219,9 +226,12 @@ const KINDS: KindCase[] = [blobVolume, httpEgress];
 // ------------------------------------------------------------------ kind-neutral machinery
 
 const scratch: string[] = [];
+const sets: ProxySet[] = [];
 after(async () => {
+  // A failed assertion must not leave a proxy listening (the file would never exit) ...
+  for (const set of sets) await set.closeAll(() => {}).catch(() => {});
   for (const dir of scratch) {
-    // A failed assertion must not leave a mount behind for the next run.
+    // ... nor a mount behind for the next run.
     for (const m of await mountsUnder(dir)) await run('fusermount', ['-u', '-z', m]).catch(() => {});
     await rm(dir, { recursive: true, force: true });
   }
@@ -273,6 +283,7 @@ function harness(tmp: string, deks: Map<string, Buffer>) {
     },
     statusDir,
   });
+  sets.push(set);
   return { set, events, lines, statusDir };
 }
 
