@@ -5,9 +5,9 @@
  * never bodies, query strings or header values.
  */
 import { constants, createWriteStream, openSync, type WriteStream } from 'node:fs';
+import { decisionLine, type EgressDecisionRecord } from '../../policy/egress/index.js';
 import { MembraneError } from '../../policy/errors.js';
 import { HttpErrorCode } from './errors.js';
-import { decisionLine, type EgressDecisionRecord } from '../../policy/egress/index.js';
 
 /** The record's shape is policy/egress's, so every proxy and every reader agree on one format. */
 export type DecisionRecord = EgressDecisionRecord;
@@ -23,7 +23,11 @@ export interface DecisionLog {
 export function openDecisionLog(file: string): DecisionLog {
   let fd: number;
   try {
-    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    fd = openSync(
+      file,
+      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+      0o600,
+    );
   } catch (e) {
     throw new MembraneError(
       HttpErrorCode.PROXY_UNAVAILABLE,
