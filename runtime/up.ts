@@ -5,7 +5,8 @@
  *   -> readiness (markers + GET /ready) -> run the application
  *   -> close proxies in reverse (drain: commit datasinks) -> final audit events -> zero keys
  *
- * Proxies of every kind (blob volumes today) start in one loop (runtime/proxy-set.ts).
+ * Proxies of every kind (blob volumes, then the HTTP egress proxy) start in one loop
+ * (runtime/proxy-set.ts).
  * Fail closed: any failure before readiness closes whatever was started, zeroes
  * keys, records the failure in the audit log and exits non-zero with one message.
  * A proxy that fails to close is audited and makes the exit status non-zero.
