@@ -22,6 +22,7 @@ interface ProcessAddon {
   isDumpable(): boolean;
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;
   zero(bytes: Uint8Array): void;
+  cloexecAll(): number;
 }
 
 export const ProcessErrorCode = {
@@ -92,6 +93,16 @@ export function isDumpable(): boolean {
 /** Non-blocking exclusive flock; false when another open file description holds it. */
 export function flockExclusive(fd: number): boolean {
   return loadProcessAddon().flock(fd, true, true);
+}
+
+/**
+ * Marks every descriptor above stdio close-on-exec; call right before spawning the
+ * application so it inherits nothing but stdio (libfuse's /dev/fuse descriptor above all).
+ * Returns how many descriptors had been inheritable. Throws a typed error without the addon:
+ * a leak into the application is not a risk to take silently.
+ */
+export function closeOnExecAll(): number {
+  return loadProcessAddon().cloexecAll();
 }
 
 /** Zeroes `bytes` with explicit_bzero when the addon is there, else with fill(0). */

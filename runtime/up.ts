@@ -20,6 +20,7 @@ import { AuditLog } from './audit.js';
 import { GovernanceClient } from './governance.js';
 import { type Health, startHealth } from './health.js';
 import { acquireKeys, type KeyBundle, tokenSources } from './keys.js';
+import { closeOnExecAll } from './process-hardening.js';
 import { createRunKey, publishRunKey, type RunKey } from './provenance.js';
 import { ProxySet } from './proxy-set.js';
 import { READ_CAPS, readCappedText } from './read-capped.js';
@@ -205,6 +206,8 @@ function runApplication(
     }
     let child: ReturnType<typeof spawn>;
     try {
+      // The application inherits stdio and nothing else (libfuse's /dev/fuse is not O_CLOEXEC).
+      closeOnExecAll();
       child = spawn(command[0]!, command.slice(1), {
         stdio: 'inherit',
         env: { ...process.env, ...env },

@@ -7,12 +7,19 @@
 // plaintext either. The audit lock needs a lock the kernel drops with the process
 // (flock on an open descriptor), which survives zombies and PID reuse where a
 // pid file + kill(pid, 0) does not. And explicit_bzero gives a zeroing the
-// compiler cannot elide, for buffers JavaScript hands us.
+// compiler cannot elide, for buffers JavaScript hands us. cloexecAll marks every
+// descriptor above stdio close-on-exec before the application is spawned: libfuse
+// opens /dev/fuse without O_CLOEXEC, and an application holding it can read and
+// answer the volume's FUSE requests itself (and, if the runtime is killed, keeps
+// the connection alive so its own writes hang in D state forever).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -106,12 +113,35 @@ static napi_value zero(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// cloexecAll(): FD_CLOEXEC on every open descriptor > 2; returns how many it had to set.
+static napi_value cloexec_all(napi_env env, napi_callback_info info) {
+  (void)info;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return throw_errno(env, "opendir /proc/self/fd", errno);
+  int own = dirfd(d);
+  int changed = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    int fd = atoi(e->d_name);
+    if (fd <= 2 || fd == own) continue;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
+    if (fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0) changed++;
+  }
+  closedir(d);
+  napi_value out;
+  CHECK(napi_create_int32(env, changed, &out));
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"disableCoreDumps", NULL, disable_core_dumps, NULL, NULL, NULL, napi_default, NULL},
       {"isDumpable", NULL, is_dumpable, NULL, NULL, NULL, napi_default, NULL},
       {"flock", NULL, do_flock, NULL, NULL, NULL, napi_default, NULL},
       {"zero", NULL, zero, NULL, NULL, NULL, napi_default, NULL},
+      {"cloexecAll", NULL, cloexec_all, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

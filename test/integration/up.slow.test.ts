@@ -149,7 +149,8 @@ test('happy path and defect 12.10: the app reads plaintext, its sealed outputs v
   const file = await writeSpec('happy');
   const status = join(work, 'happy', 'status');
   // Both readiness markers: <name>.<kind>.ready and, for one more release, <name>.volume.ready.
-  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && test -f "${join(status, 'data.blob-volume.ready')}" && test -f "${join(status, 'data.volume.ready')}" && exit 7`;
+  // `ls -l /proc/$$/fd`: the descriptors the application holds (inherited, plus the shell's own copies of stdio).
+  const app = `cp "$1/ledger.csv" "$2/copy.csv" && wc -l < "$1/ledger.csv" > "$2/count.txt" && ls -l /proc/$$/fd > "$3" && test -f "${join(status, 'data.blob-volume.ready')}" && test -f "${join(status, 'data.volume.ready')}" && exit 7`;
   const res = await run(process.execPath, [
     bin,
     'up',
@@ -162,11 +163,27 @@ test('happy path and defect 12.10: the app reads plaintext, its sealed outputs v
     'app',
     join(work, 'happy', 'mnt', 'data'),
     join(work, 'happy', 'mnt', 'out'),
+    join(work, 'happy', 'app-fds.txt'),
   ]).then(
     () => ({ code: 0, stderr: '' }),
     (e: { code: number; stderr: string }) => e,
   );
   assert.equal(res.code, 7, `exit code of the app is membrane's (${res.stderr})`);
+  // The application inherits stdio only: no /dev/fuse (it could serve the volume's FUSE
+  // requests itself), no sockets, no audit log.
+  const fds = (await readFile(join(work, 'happy', 'app-fds.txt'), 'utf8'))
+    .split('\n')
+    .map((l) => /(\d+) -> (.*)$/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => `${m[1]} -> ${m[2]}`);
+  assert.ok(fds.length >= 3, `the listing was read (${fds.join('; ')})`);
+  // 0-2 are stdio (socketpairs from the test's execFile); above them only the shell's own saved copies of those.
+  for (const fd of fds.filter((f) => Number(f.split(' ')[0]) > 2))
+    assert.doesNotMatch(
+      fd,
+      /\/dev\/fuse|audit|\.lock|\.log|\.jsonl/,
+      `the application inherits only stdio (${fds.join('; ')})`,
+    );
   // The output left only sealed to the consumer, under opaque names (defect 12.12).
   const outStore = join(work, 'happy', 'out-store');
   const names = await readdir(outStore);
