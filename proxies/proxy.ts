@@ -82,7 +82,11 @@ export interface ProxyContext {
   readonly log: (line: string) => void;
   /** A private directory (0700) for the proxy's working files; removed at stop. */
   readonly stateDir: string;
-  /** A keyring over the named DEK of the spec's keys section. Throws a typed error for an unknown name. */
+  /**
+   * A keyring over the named DEK of the spec's keys section (the same one on every call).
+   * Throws a typed error for an unknown name. Usable until the proxy is closed: then its key
+   * copy is zeroed and any use throws KEYRING_DESTROYED.
+   */
   dataKey(dekName: string): Keyring;
   /** A keyring that can only seal to the given RSA public key file. */
   recipient(publicKeyFile: string): Promise<Keyring>;

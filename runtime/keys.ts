@@ -10,6 +10,7 @@
 import { constants, createPrivateKey, createPublicKey, type KeyObject, privateDecrypt } from 'node:crypto';
 import { MembraneError } from '../policy/errors.js';
 import type { CleanRoomSpec, IdentitySpec, KekSpec } from '../policy/spec.js';
+import { dekKeyring, type ZeroableAesKeyring } from '../proxies/core/index.js';
 import {
   getSecret,
   managedIdentity,
@@ -35,7 +36,12 @@ export interface KeyBundle {
   readonly claims?: Record<string, unknown>;
   /** The attestation token and its issuer, when one was obtained (attached to sink manifests). */
   readonly attestation?: { endpoint: string; token: string };
-  /** Zeroes every DEK buffer and drops the KEKs. */
+  /**
+   * A keyring over the DEK `name` (undefined when the spec has no such DEK). The bundle
+   * keeps track of it: destroy() zeroes its copy too.
+   */
+  dataKeyring(name: string): ZeroableAesKeyring | undefined;
+  /** Destroys every keyring handed out, zeroes every DEK buffer and drops the KEKs. */
   destroy(): void;
 }
 
@@ -222,14 +228,24 @@ export async function acquireKeys(spec: CleanRoomSpec, ctx: AcquireContext): Pro
     for (const k of deks.values()) zeroBytes(k);
     throw e;
   }
+  // Every keyring made from a DEK holds one copy of it; the bundle wipes those too.
+  const keyrings: ZeroableAesKeyring[] = [];
   return {
     deks,
     keks,
     claims,
     attestation,
+    dataKeyring(name) {
+      const dek = deks.get(name);
+      if (!dek) return undefined;
+      const keyring = dekKeyring(dek);
+      keyrings.push(keyring);
+      return keyring;
+    },
     destroy() {
-      // explicit_bzero: the one copy of each DEK the runtime holds (keyrings made from them
-      // hold their own; see docs/threat-model.md, "Keys in memory").
+      for (const k of keyrings.splice(0)) k.destroy();
+      // explicit_bzero: the one copy of each DEK the runtime holds (see docs/threat-model.md,
+      // "Core dumps and keys in memory").
       for (const k of deks.values()) zeroBytes(k);
       deks.clear();
       keks.clear();

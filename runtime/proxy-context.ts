@@ -7,7 +7,13 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MembraneError } from '../policy/errors.js';
-import { dekKeyring, type Keyring, rsaKeyring } from '../proxies/core/index.js';
+import {
+  dekKeyring,
+  type Keyring,
+  KeyringErrorCode,
+  rsaKeyring,
+  type ZeroableAesKeyring,
+} from '../proxies/core/index.js';
 import type {
   AuditSink,
   Meter,
@@ -30,8 +36,15 @@ export const ProxyContextErrorCode = {
 
 /** What the contexts are built from; the KeyBundle satisfies `keys`. */
 export interface ProxyContextSources {
-  /** Released DEKs by name. Read here only to build keyrings; zeroed by the runtime at stop. */
-  readonly keys: { readonly deks: ReadonlyMap<string, Buffer> };
+  /**
+   * Released DEKs by name, read here only to build keyrings; zeroed by the runtime at stop.
+   * With `dataKeyring` (the KeyBundle has it) keyrings come from there, so the bundle's
+   * destroy() wipes them as well; either way the context destroys its own at dispose().
+   */
+  readonly keys: {
+    readonly deks: ReadonlyMap<string, Buffer>;
+    dataKeyring?(name: string): ZeroableAesKeyring | undefined;
+  };
   readonly identities: ReadonlyMap<string, TokenSource>;
   readonly audit: AuditSink;
   /** A Meter whose points carry the given attributes (Telemetry.meter). */
@@ -47,7 +60,7 @@ export interface ProxyContextSources {
 
 /** A context plus what the runtime needs to clean up after its proxy. */
 export interface OwnedProxyContext extends ProxyContext {
-  /** Removes the state directory; idempotent. */
+  /** Destroys the keyrings it handed out (their key copies zeroed) and removes the state directory; idempotent. */
   dispose(): Promise<void>;
 }
 
@@ -63,6 +76,9 @@ export async function createProxyContext(
   await rm(stateDir, { recursive: true, force: true });
   await mkdir(stateDir, { mode: 0o700 });
   const where = `proxy '${name}' (${kind})`;
+  // One keyring per DEK for this proxy (a proxy may ask per request): one key copy each.
+  const keyrings = new Map<string, ZeroableAesKeyring>();
+  let disposed = false;
   const audit: AuditSink = {
     emit(e) {
       try {
@@ -79,6 +95,10 @@ export async function createProxyContext(
     log: sources.log,
     stateDir,
     dataKey(dekName: string): Keyring {
+      if (disposed)
+        throw new MembraneError(KeyringErrorCode.DESTROYED, `no keys after the proxy stopped`, { where });
+      const made = keyrings.get(dekName);
+      if (made) return made;
       const dek = sources.keys.deks.get(dekName);
       if (!dek) {
         const known = [...sources.keys.deks.keys()];
@@ -88,7 +108,9 @@ export async function createProxyContext(
           { where },
         );
       }
-      return dekKeyring(dek);
+      const keyring = sources.keys.dataKeyring?.(dekName) ?? dekKeyring(dek);
+      keyrings.set(dekName, keyring);
+      return keyring;
     },
     async recipient(publicKeyFile: string): Promise<Keyring> {
       try {
@@ -119,6 +141,12 @@ export async function createProxyContext(
     },
     ownListeners: sources.ownListeners,
     provenance: sources.provenance,
-    dispose: () => rm(stateDir, { recursive: true, force: true }),
+    dispose: async () => {
+      // The proxy is closed (or never started): nothing may seal or open with these again.
+      disposed = true;
+      for (const k of keyrings.values()) k.destroy();
+      keyrings.clear();
+      await rm(stateDir, { recursive: true, force: true });
+    },
   };
 }

@@ -16,10 +16,19 @@ export function serializeEncryptionContext(ctx: EncryptionContext): Buffer {
   const entries = Object.entries(ctx).map(
     ([k, v]) => [Buffer.from(k, 'utf8'), Buffer.from(v, 'utf8')] as const,
   );
+  entries.sort((a, b) => compareBytes(a[0], b[0]));
+  return serializeEntries(entries);
+}
+
+/**
+ * The same wire form with the entries in the order given. Only the Raw AES keyring needs
+ * it, to rebuild the AAD the JavaScript SDK's keyring used before it sorted by bytes
+ * (see zeroable-keyring.ts); everything else goes through serializeEncryptionContext.
+ */
+export function serializeEntries(entries: readonly (readonly [Buffer, Buffer])[]): Buffer {
   if (entries.length === 0) return Buffer.alloc(0);
   if (entries.length > 0xffff)
     throw formatError(FormatErrorCode.USAGE, 'encryption context has too many entries');
-  entries.sort((a, b) => compareBytes(a[0], b[0]));
   const parts: Buffer[] = [u16(entries.length)];
   for (const [k, v] of entries) {
     if (k.length === 0 || k.length > 0xffff || v.length > 0xffff) {

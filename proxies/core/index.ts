@@ -38,3 +38,4 @@ export {
   type SealOptions,
   sealBuffer,
 } from './writer.js';
+export { type AesKeyringNames, KeyringErrorCode, ZeroableAesKeyring } from './zeroable-keyring.js';

@@ -1,23 +1,22 @@
 /**
- * Keyrings: the SDK's own Raw AES and Raw RSA (OAEP-SHA256) keyrings, named by
- * Membrane's conventions so a reader finds the right EDK without configuration:
+ * Keyrings, named by Membrane's conventions so a reader finds the right EDK without
+ * configuration:
  *
  *   Raw AES (a DEK):        namespace "membrane/dek",       name "dek-" + keyId(dek)
  *   Raw RSA (KEK/recipient): namespace "membrane/recipient", name RFC 7638 thumbprint of the public key
+ *
+ * A DEK's keyring is our own ZeroableAesKeyring (the SDK's Raw AES wire format, a key
+ * that destroy() wipes); RSA keyrings are the SDK's RawRsaKeyringNode.
  *
  * keyId(dek) = first 16 hex chars of HMAC-SHA256(dek, "membrane key id"): a PRF
  * output, so it identifies the key without revealing anything about it. Both
  * names can be overridden for interop with keyrings created elsewhere.
  */
 import { createHash, createHmac, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import {
-  type KeyringNode,
-  RawAesKeyringNode,
-  RawAesWrappingSuiteIdentifier,
-  RawRsaKeyringNode,
-} from '@aws-crypto/client-node';
+import { type KeyringNode, RawRsaKeyringNode } from '@aws-crypto/client-node';
 import { MembraneError } from '../../policy/errors.js';
 import { KEY_LENGTH } from './suite.js';
+import { KeyringErrorCode, ZeroableAesKeyring } from './zeroable-keyring.js';
 
 export type { KeyringNode as Keyring };
 
@@ -28,16 +27,20 @@ export function dekKeyId(dek: Uint8Array): string {
   return 'dek-' + createHmac('sha256', dek).update('membrane key id').digest('hex').slice(0, 16);
 }
 
-/** Keyring over a 32-byte data key. The caller keeps ownership of `dek`. */
-export function dekKeyring(dek: Uint8Array, names: { namespace?: string; name?: string } = {}): KeyringNode {
+/**
+ * Keyring over a 32-byte data key. It copies `dek` once into a buffer of its own, which
+ * its destroy() zeroes; the caller keeps (and wipes) `dek` itself.
+ */
+export function dekKeyring(
+  dek: Uint8Array,
+  names: { namespace?: string; name?: string } = {},
+): ZeroableAesKeyring {
   if (dek.length !== KEY_LENGTH) {
-    throw new MembraneError('KEY_INVALID', `a DEK must be ${KEY_LENGTH} bytes, got ${dek.length}`);
+    throw new MembraneError(KeyringErrorCode.INVALID, `a DEK must be ${KEY_LENGTH} bytes, got ${dek.length}`);
   }
-  return new RawAesKeyringNode({
-    keyNamespace: names.namespace ?? DEK_NAMESPACE,
-    keyName: names.name ?? dekKeyId(dek),
-    unencryptedMasterKey: Uint8Array.from(dek),
-    wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING,
+  return ZeroableAesKeyring.copying(dek, {
+    namespace: names.namespace ?? DEK_NAMESPACE,
+    name: names.name ?? dekKeyId(dek),
   });
 }
 

@@ -1,6 +1,6 @@
 /**
- * Per-message key setup, both directions. The data key comes from an SDK keyring
- * (EDK wrap/unwrap is the SDK's job); from it HKDF-SHA512 (salt = message ID)
+ * Per-message key setup, both directions. The data key comes from a keyring
+ * (EDK wrap/unwrap is the keyring's job); from it HKDF-SHA512 (salt = message ID)
  * derives the frame key (info = suite id | "DERIVEKEY") and the key commitment
  * (info = "COMMITKEY"). A reader checks the commitment and the header auth tag
  * before it will open a single frame. The data key is zeroed as soon as the
@@ -13,6 +13,7 @@ import {
   NodeDecryptionMaterial,
   NodeEncryptionMaterial,
 } from '@aws-crypto/client-node';
+import { isMembraneError } from '../../policy/errors.js';
 import { type Aead, createAead } from './aead.js';
 import type { EncryptionContext } from './encryption-context.js';
 import { FormatErrorCode, formatError } from './errors.js';
@@ -26,6 +27,7 @@ import {
   SUITE_ID,
   TAG_LENGTH,
 } from './suite.js';
+import { KeyringErrorCode } from './zeroable-keyring.js';
 
 const suite = new NodeAlgorithmSuite(SUITE_ID);
 const DERIVE_INFO = Buffer.concat([
@@ -108,6 +110,8 @@ export async function recoverMessage(
       edks,
     );
   } catch (e) {
+    // A destroyed keyring is not "the wrong key": say what happened.
+    if (isMembraneError(e, KeyringErrorCode.DESTROYED)) throw e;
     throw formatError(
       FormatErrorCode.NO_KEY,
       'no encrypted data key could be decrypted with the given key',

@@ -15,7 +15,7 @@ import { MembraneError } from '../../policy/errors.js';
 import type { VolumeOptions } from '../../proxies/blob-volume/options.js';
 import type { SinkVolume } from '../../proxies/blob-volume/sink-ops.js';
 import { assembleVolume } from '../../proxies/blob-volume/volume.js';
-import { dekKeyring, openBuffer, rsaKeyring, sealBuffer } from '../../proxies/core/index.js';
+import { dekKeyring, type Keyring, openBuffer, rsaKeyring, sealBuffer } from '../../proxies/core/index.js';
 import { MemoryStore, recorder } from '../helpers/memory-store.js';
 
 const SINK = 'results';
@@ -70,7 +70,7 @@ async function sink(protection: VolumeOptions['protection'], store = new MemoryS
 }
 
 const code = (c: string) => (e: unknown) => e instanceof MembraneError && e.code === c;
-const open = (store: MemoryStore, path: string, kr = keyring) =>
+const open = (store: MemoryStore, path: string, kr: Keyring = keyring) =>
   openBuffer(store.objects.get(path)!.data, { keyring: kr, expect: { datasource: SINK, path } });
 
 test('secure: close commits one sealed object bound to {sink, path}; reopen and rewrite replaces it', async () => {
