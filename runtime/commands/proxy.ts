@@ -139,5 +139,6 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', stop);
   });
   await server.close();
+  keyring?.destroy(); // its DEK copy zeroed before exit, as `membrane up` does at teardown
   return 0;
 }
