@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 #  python3            - a real reader of mounted CSVs in tests
 #  gocryptfs          - the reference `membrane bench volume` compares the blob volume with
 #  tinyproxy wrk      - the reference proxy and the load generator `membrane bench egress` uses
-APT_PACKAGES=(libfuse2 fuse fio sqlite3 curl python3 gocryptfs tinyproxy wrk)
+#  wget openssl       - a second real HTTP client through the egress proxy; the demo's consumer certificate
+APT_PACKAGES=(libfuse2 fuse fio sqlite3 curl python3 gocryptfs tinyproxy wrk wget openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
