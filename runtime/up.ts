@@ -24,6 +24,7 @@ import { closeOnExecAll } from './process-hardening.js';
 import { createRunKey, publishRunKey, type RunKey } from './provenance.js';
 import { ProxySet } from './proxy-set.js';
 import { READ_CAPS, readCappedText } from './read-capped.js';
+import { waitForStopSignal } from './signals.js';
 import { startTelemetry } from './telemetry.js';
 
 export interface UpOptions {
@@ -155,7 +156,7 @@ export async function up(specFile: string, opts: UpOptions = {}): Promise<number
       audit.emit({ type: 'application.exited', subject: command[0], details: { exitCode } });
       reason = 'application exited';
     } else {
-      reason = await waitForSignal(auditFailed.signal);
+      reason = await waitForStopSignal(auditFailed.signal, 'audit failed');
     }
     throwIfAuditFailed(auditFailed.signal);
   } catch (e) {
@@ -252,22 +253,4 @@ function runApplication(
 
 function signalNumber(sig: NodeJS.Signals): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 1;
-}
-
-function waitForSignal(stop: AbortSignal): Promise<string> {
-  return new Promise((resolvePromise) => {
-    const finish = (why: string) => {
-      process.off('SIGTERM', term);
-      process.off('SIGINT', int);
-      stop.removeEventListener('abort', onStop);
-      resolvePromise(why);
-    };
-    const on = (sig: NodeJS.Signals) => () => finish(`received ${sig}`);
-    const term = on('SIGTERM');
-    const int = on('SIGINT');
-    const onStop = () => finish('audit failed');
-    process.on('SIGTERM', term);
-    process.on('SIGINT', int);
-    stop.addEventListener('abort', onStop, { once: true });
-  });
 }

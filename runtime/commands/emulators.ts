@@ -5,6 +5,7 @@
 import { resolve } from 'node:path';
 import { MembraneError } from '../../policy/errors.js';
 import { EMULATOR_BANNER, startEmulators } from '../../skr-client/emulators/index.js';
+import { waitForStopSignal } from '../signals.js';
 import { parse } from './_args.js';
 import { prepareOutputDir } from './_files.js';
 
@@ -85,15 +86,7 @@ export async function main(argv: string[]): Promise<number> {
       ].join('\n'),
     );
   }
-  await new Promise<void>((done) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      done();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await waitForStopSignal();
   await emu.close();
   process.stderr.write('membrane emulators: stopped\n');
   return 0;

@@ -19,6 +19,7 @@ import { appEnvFor } from '../../proxies/http/kind.js';
 import { dnsResolver } from '../../proxies/http/resolvers.js';
 import { startHttpEgress } from '../../proxies/http/server.js';
 import { loadEgressEngine, loadInspector, loadTlsToolkit } from '../../proxies/http/toolkit.js';
+import { waitForStopSignal } from '../signals.js';
 import { parse, required } from './_args.js';
 import { readDek } from './_keyfiles.js';
 
@@ -129,15 +130,7 @@ export async function main(argv: string[]): Promise<number> {
   console.log(`listening ${authority}:${server.port}`);
   console.log(`HTTP_PROXY=${env.HTTP_PROXY}`);
   if (server.caFile) console.log(`SSL_CERT_FILE=${server.caFile}`);
-  await new Promise<void>((done) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      done();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await waitForStopSignal();
   await server.close();
   keyring?.destroy(); // its DEK copy zeroed before exit, as `membrane up` does at teardown
   return 0;
